@@ -1,0 +1,71 @@
+"""Falco tuning snippets: a rule exception for exactly this case, in Falco's exceptions syntax."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import yaml
+
+from falco_triage.models.analysis import Tuning
+
+_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def exception_name(rule: str) -> str:
+    slug = _SLUG.sub("_", rule.lower()).strip("_")[:48]
+    return f"falco_triage_{slug}"
+
+
+def build_tuning(
+    rule: str,
+    fields: list[str],
+    comps: list[str],
+    lookup: Callable[[str], str | None],
+    falco_yaml: str | None,
+) -> Tuning:
+    """An exception with the event's own values for the chosen fields.
+
+    Fields the event did not carry are left out (with their comps), so the exception never
+    contains a guessed value; when none are left there is no snippet and the note says why.
+    """
+    chosen = [(f, c, lookup(f)) for f, c in zip(fields, comps, strict=True)]
+    present = [(f, c, v) for f, c, v in chosen if v is not None]
+    missing = [f for f, _, v in chosen if v is None]
+    if not present:
+        return Tuning(
+            exception_fields=fields,
+            falco_yaml=falco_yaml,
+            note="The event carries none of the fields an exception for this rule would use ("
+            + ", ".join(fields)
+            + "); write the exception by hand with values you have verified.",
+        )
+    doc = [
+        {
+            "rule": rule,
+            "exceptions": [
+                {
+                    "name": exception_name(rule),
+                    "fields": [f for f, _, _ in present],
+                    "comps": [c for _, c, _ in present],
+                    "values": [[v for _, _, v in present]],
+                }
+            ],
+            "override": {"exceptions": "append"},
+        }
+    ]
+    note = (
+        "Add this to a rules file loaded after the default rules (e.g. falco_rules.local.yaml) "
+        "only once you have confirmed the activity is benign; it silences exactly this "
+        "combination of values."
+    )
+    if missing:
+        note += " Left out because the event did not carry them: " + ", ".join(missing) + "."
+    return Tuning(
+        exception_fields=[f for f, _, _ in present],
+        exception_yaml=yaml.safe_dump(
+            doc, sort_keys=False, allow_unicode=True, width=1000, default_flow_style=None
+        ),
+        falco_yaml=falco_yaml,
+        note=note,
+    )

@@ -1,0 +1,8 @@
+"""kopf handlers: thin wiring from Kubernetes events to the pure domain functions.
+
+Importing this package registers every handler with kopf's default registry.
+"""
+
+from falco_triage.handlers import analysis, startup, state
+
+__all__ = ["analysis", "startup", "state"]

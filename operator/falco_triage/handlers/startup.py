@@ -1,0 +1,28 @@
+"""Operator start-up: where kopf keeps its bookkeeping, and how it talks to the API server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from falco_triage.models.common import GROUP
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # NB: kopf's default progress storage writes into status.kopf, which the structural CRD
+    # schema prunes. Annotations are kept, and the diff base ignores spec (up to ~300 KiB of
+    # output fields) so the last-handled-configuration annotation stays small.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration", ignored_fields=["spec", "status"]
+    )
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    # Events on FalcoAlerts are the audit trail users read; keep the informational ones.
+    settings.posting.level = 20
+    # Re-establish watches well before typical load-balancer idle timeouts.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30
+    settings.execution.max_workers = 8

@@ -1,0 +1,213 @@
+"""ResponsePolicy and ClusterResponsePolicy: when and how to respond to an alert.
+
+Shapes the API server can check are enforced in the CRD (patterns, enums, CEL); the rest
+(e.g. that globs compile, that a referenced Secret key is named) is checked by the operator,
+which sets an ``Invalid`` condition instead of acting on a policy it does not understand.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field
+
+from falco_triage.models.common import API_VERSION, ApiModel, Condition
+from falco_triage.models.priority import Priority
+
+DURATION_PATTERN = r"^([0-9]+(s|m|h|d))+$"
+LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+
+ACTION_TYPES = ("labelPod", "annotatePod", "isolatePod", "deletePod", "scaleWorkload", "notify")
+_ONE_ACTION_CEL = (
+    "[" + ", ".join(f"has(self.{t})" for t in ACTION_TYPES) + "].filter(x, x).size() == 1"
+)
+
+
+class Mode(StrEnum):
+    DRY_RUN = "DryRun"
+    REQUIRE_APPROVAL = "RequireApproval"
+    ENFORCE = "Enforce"
+
+
+class FieldOperator(StrEnum):
+    EQUALS = "equals"
+    NOT_EQUALS = "notEquals"
+    IN = "in"
+    GLOB = "glob"
+    PREFIX = "prefix"
+
+
+class FieldCondition(ApiModel):
+    """A condition on one Falco output field, e.g. ``proc.name in [nc, ncat]``."""
+
+    field: str = Field(min_length=1, max_length=128)
+    operator: FieldOperator
+    value: str | None = Field(default=None, max_length=1024)
+    values: list[str] = Field(default_factory=list, max_length=64)
+
+
+class SelectorOperator(StrEnum):
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+class SelectorRequirement(ApiModel):
+    key: str = Field(max_length=317)
+    operator: SelectorOperator
+    values: list[str] = Field(default_factory=list)
+
+
+class LabelSelector(ApiModel):
+    """The standard Kubernetes label selector."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: list[SelectorRequirement] = Field(default_factory=list)
+
+
+class TagMatch(ApiModel):
+    any: list[str] = Field(default_factory=list, max_length=32)
+    all: list[str] = Field(default_factory=list, max_length=32)
+
+
+class Match(ApiModel):
+    """Every set criterion must hold (AND); list criteria match any element (OR)."""
+
+    rules: list[str] = Field(
+        default_factory=list, max_length=64, description="Rule names; shell-style globs allowed"
+    )
+    min_priority: Priority | None = None
+    tags: TagMatch | None = None
+    sources: list[str] = Field(default_factory=list, max_length=8)
+    pod_selector: LabelSelector | None = None
+    output_fields: list[FieldCondition] = Field(default_factory=list, max_length=32)
+
+
+class ClusterMatch(Match):
+    """A cluster policy also chooses namespaces, by name glob and/or by label."""
+
+    namespaces: list[str] = Field(default_factory=list, max_length=64, description="Globs")
+    namespace_selector: LabelSelector | None = None
+
+
+class LabelPod(ApiModel):
+    labels: dict[str, str] = Field(min_length=1, max_length=16)
+
+
+class AnnotatePod(ApiModel):
+    annotations: dict[str, str] = Field(min_length=1, max_length=16)
+
+
+class IsolatePod(ApiModel):
+    """A NetworkPolicy selecting exactly the alert's pod."""
+
+    deny_ingress: bool = True
+    deny_egress: bool = True
+    allow_dns: bool = Field(default=True, description="Keep egress to kube-dns on port 53")
+    allow_cidrs: list[str] = Field(default_factory=list, max_length=32)
+    allow_namespaces: list[str] = Field(default_factory=list, max_length=32)
+
+
+class DeletePod(ApiModel):
+    grace_period_seconds: int = Field(default=30, ge=0, le=3600)
+    allow_bare_pods: bool = Field(
+        default=False, description="Also delete pods no controller will recreate"
+    )
+
+
+class ScaleWorkload(ApiModel):
+    """Scale the pod's owning Deployment or StatefulSet to zero; rollback restores replicas."""
+
+    kinds: list[str] = Field(default_factory=lambda: ["Deployment", "StatefulSet"], max_length=2)
+
+
+class SecretKeyRef(ApiModel):
+    name: str = Field(max_length=253)
+    key: str = Field(max_length=253)
+
+
+class Notify(ApiModel):
+    event: bool = Field(default=True, description="Record a Kubernetes Event on the alert")
+    webhook_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding a Slack-compatible webhook URL"
+    )
+
+
+class Action(ApiModel):
+    """One step of a response; exactly one action type is set."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    continue_on_error: bool = False
+    label_pod: LabelPod | None = None
+    annotate_pod: AnnotatePod | None = None
+    isolate_pod: IsolatePod | None = None
+    delete_pod: DeletePod | None = None
+    scale_workload: ScaleWorkload | None = None
+    notify: Notify | None = None
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": _ONE_ACTION_CEL,
+                    "message": "each action sets exactly one of: " + ", ".join(ACTION_TYPES),
+                }
+            ]
+        }
+    }
+
+    @property
+    def type(self) -> str:
+        for name in ACTION_TYPES:
+            if getattr(self, _snake(name)) is not None:
+                return name
+        raise ValueError(f"action {self.name!r} sets no action type")
+
+
+class RateLimit(ApiModel):
+    max_actions: int = Field(ge=1, le=10000)
+    window: str = Field(pattern=DURATION_PATTERN)
+
+
+class ResponsePolicySpec(ApiModel):
+    match: Match
+    mode: Mode = Mode.DRY_RUN
+    actions: list[Action] = Field(min_length=1, max_length=16)
+    ttl: str | None = Field(default=None, pattern=DURATION_PATTERN, description="Roll back after")
+    rate_limit: RateLimit | None = None
+    precedence: int = Field(
+        default=0, ge=-1000, le=1000, description="Higher wins when several policies match"
+    )
+
+
+class ClusterResponsePolicySpec(ResponsePolicySpec):
+    match: ClusterMatch
+
+
+class PolicyStatus(ApiModel):
+    conditions: list[Condition] = Field(default_factory=list)
+    matched_alerts: int = 0
+    actions_taken: int = 0
+    observed_generation: int | None = None
+
+
+class ResponsePolicy(ApiModel):
+    api_version: str = API_VERSION
+    kind: str = "ResponsePolicy"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: ResponsePolicySpec
+    status: PolicyStatus | None = None
+
+
+class ClusterResponsePolicy(ApiModel):
+    api_version: str = API_VERSION
+    kind: str = "ClusterResponsePolicy"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: ClusterResponsePolicySpec
+    status: PolicyStatus | None = None
+
+
+def _snake(camel: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in camel)
