@@ -50,7 +50,7 @@ def test_markdown_format_has_all_sections() -> None:
         "## References",
     ):
         assert heading in text
-    assert "/var/log/nginx/access.log" in text
+    assert "/var/log/dpkg.log" in text
 
 
 def test_json_format_many_events_from_stdin() -> None:
