@@ -56,6 +56,15 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+def environment() -> jinja2.Environment:
+    """The report's jinja2 environment: its ``finalize`` escapes every value not marked safe.
+
+    Other sections (the model-generated narrative) render with it so they get exactly the
+    report's escaping and filters.
+    """
+    return _environment()
+
+
 def render_markdown(analysis: Analysis, limit: int = MAX_REPORT) -> str:
     """The full report; capped at ``limit`` bytes on a line boundary with a visible note."""
     text = _environment().get_template("report.md.j2").render(a=analysis)
