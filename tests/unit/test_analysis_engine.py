@@ -182,7 +182,7 @@ def test_tuning_snippet_is_a_valid_falco_exception() -> None:
 def test_tuning_leaves_out_fields_the_event_lacks() -> None:
     a = analyze(_event())
     if a.tuning.exception_yaml is None:
-        assert "carries none of the fields" in a.tuning.note
+        assert "carries no usable value" in a.tuning.note
     else:
         assert "Left out" in a.tuning.note
 
@@ -213,3 +213,26 @@ def test_k8s_audit_event_targets_the_api_object() -> None:
 def test_analysis_is_deterministic() -> None:
     event = _event(**POD, **{"proc.name": "bash"})
     assert analyze(event) == analyze(event)
+
+
+def test_long_values_never_break_the_analysis_bounds() -> None:
+    """Values up to the receiver's field limit in every placeholder field still analyze: long
+    values become placeholders in commands and are left out of exceptions."""
+    long = {
+        f: "x" * 4096
+        for f in (
+            "k8s.ns.name",
+            "k8s.pod.name",
+            "container.name",
+            "container.id",
+            "container.image.repository",
+            "proc.name",
+            "proc.pname",
+            "fd.name",
+        )
+    }
+    a = analyze(_event(**long))
+    assert all(len(s.command or "") <= 4096 for s in a.investigate)
+    assert any("<pod>" in (s.command or "") for s in a.investigate)
+    assert a.tuning.exception_yaml is None
+    assert "too long" in a.tuning.note

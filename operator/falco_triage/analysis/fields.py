@@ -62,7 +62,6 @@ LABELS = {
     "ka.req.binding.subjects": "Binding subjects",
     "ka.req.binding.role": "Bound role",
     "ka.req.service.ports": "Service ports",
-    "proc.exe": "Executable (argv[0])",
     "proc.pexepath": "Parent executable path",
     "proc.pexe": "Parent executable",
     "proc.args": "Arguments",

@@ -10,6 +10,9 @@ import yaml
 from falco_triage.models.analysis import Tuning
 
 _SLUG = re.compile(r"[^a-z0-9]+")
+# Exceptions match exact values; a value this long is unique to one event and would bloat the
+# snippet past its bound, so such a field is left out like a missing one.
+MAX_EXCEPTION_VALUE = 512
 
 
 def exception_name(rule: str) -> str:
@@ -29,14 +32,15 @@ def build_tuning(
     Fields the event did not carry are left out (with their comps), so the exception never
     contains a guessed value; when none are left there is no snippet and the note says why.
     """
-    chosen = [(f, c, lookup(f)) for f, c in zip(fields, comps, strict=True)]
+    chosen = [(f, c, _usable(lookup(f))) for f, c in zip(fields, comps, strict=True)]
     present = [(f, c, v) for f, c, v in chosen if v is not None]
     missing = [f for f, _, v in chosen if v is None]
     if not present:
         return Tuning(
             exception_fields=fields,
             falco_yaml=falco_yaml,
-            note="The event carries none of the fields an exception for this rule would use ("
+            note="The event carries no usable value (missing, or too long to be a useful "
+            "exception) for the fields an exception for this rule would use ("
             + ", ".join(fields)
             + "); write the exception by hand with values you have verified.",
         )
@@ -60,7 +64,10 @@ def build_tuning(
         "combination of values."
     )
     if missing:
-        note += " Left out because the event did not carry them: " + ", ".join(missing) + "."
+        note += (
+            " Left out because the event did not carry them (or the value is too long to be a "
+            "useful exception): " + ", ".join(missing) + "."
+        )
     return Tuning(
         exception_fields=[f for f, _, _ in present],
         exception_yaml=yaml.safe_dump(
@@ -69,3 +76,7 @@ def build_tuning(
         falco_yaml=falco_yaml,
         note=note,
     )
+
+
+def _usable(value: str | None) -> str | None:
+    return None if value is None or len(value) > MAX_EXCEPTION_VALUE else value
