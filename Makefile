@@ -13,6 +13,10 @@ install: ## Install the package and its development tools (editable)
 
 ##@ Use
 
+.PHONY: demo
+demo: ## Local control plane + operator + receiver, example events and policy; Ctrl-C stops all
+	$(PYTHON) hack/demo.py $(DEMO_ARGS)
+
 .PHONY: analyze-example
 analyze-example: ## Print the report for the bundled example events (no cluster needed)
 	falco-triage analyze examples/events/terminal-shell.json
@@ -20,8 +24,10 @@ analyze-example: ## Print the report for the bundled example events (no cluster 
 ##@ Develop
 
 .PHONY: generate
-generate: ## Regenerate CRDs (crds/ and the chart's copy) from the models
+generate: ## Regenerate CRDs (crds/ and the chart's copy), the chart README's values table and manifests/
 	falco-triage crdgen -o crds -o charts/falco-triage/crds
+	$(PYTHON) -m tests.support.tools render-chart-readme
+	$(PYTHON) -m tests.support.tools render-manifests
 
 .PHONY: lint
 lint: ## ruff (lint + format check) and import-linter layering contracts

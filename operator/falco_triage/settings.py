@@ -20,6 +20,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from falco_triage.llm_settings import LlmSettings
+
 PROTECTED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 
 
@@ -61,6 +63,17 @@ class IngestSettings(_Section):
         ge=1,
         description="Repeats within this window update one FalcoAlert instead of creating one",
     )
+    write_workers: int = Field(
+        default=4,
+        ge=1,
+        le=32,
+        description="Concurrent API writes (all share the write_qps budget)",
+    )
+    shutdown_flush_seconds: float = Field(
+        default=20.0,
+        ge=0,
+        description="On SIGTERM, keep writing buffered alerts this long before exiting",
+    )
 
     @model_validator(mode="after")
     def _auth_configured(self) -> IngestSettings:
@@ -71,9 +84,30 @@ class IngestSettings(_Section):
         return self
 
 
+class RetentionSettings(_Section):
+    """How long alerts live, and how many a namespace may hold (keeps etcd and watches small)."""
+
+    max_age: str = Field(
+        default="7d", pattern=r"^([0-9]+(s|m|h|d))+$", description="Delete alerts not seen since"
+    )
+    max_per_namespace: int = Field(default=300, ge=1, le=100_000)
+    sweep_interval_seconds: int = Field(default=300, ge=1)
+
+
 class OperatorSettings(_Section):
     """The kopf operator: analysis, policy decisions and remediation."""
 
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    metrics_port: int = Field(
+        default=9090, ge=0, le=65535, description="Serve Prometheus /metrics here (0: off)"
+    )
+    peering_lifetime_seconds: int = Field(
+        default=20,
+        ge=10,
+        le=600,
+        description="Failover time: a standby replica takes over after this long without "
+        "the active one's keepalive",
+    )
     protected_namespaces: list[str] = Field(default_factory=lambda: list(PROTECTED_NAMESPACES))
     opt_out_label: str = "falcotriage.io/ignore"
     production_label: str = Field(
@@ -85,8 +119,12 @@ class OperatorSettings(_Section):
 class Settings(BaseSettings):
     """All of Falco Triage's settings."""
 
+    # NB: hide_input_in_errors: a rejected value may be a secret (an LLM URL with credentials).
     model_config = SettingsConfigDict(
-        env_prefix="FALCO_TRIAGE_", env_nested_delimiter="__", extra="forbid"
+        env_prefix="FALCO_TRIAGE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        hide_input_in_errors=True,
     )
 
     namespace: str = Field(
@@ -96,6 +134,7 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     operator: OperatorSettings = Field(default_factory=OperatorSettings)
+    llm: LlmSettings = Field(default_factory=LlmSettings)
 
     @classmethod
     def settings_customise_sources(

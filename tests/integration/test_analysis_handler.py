@@ -5,6 +5,8 @@ Kubernetes Event; the reanalyze annotation triggers a fresh analysis."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -102,6 +104,38 @@ def test_new_alert_is_analyzed(control_plane: Cluster, operator: Service, namesp
         what="the Analyzed event",
     )
     assert "Terminal shell in container" in events[0]["message"]
+
+
+def test_report_command_prints_the_stored_report(
+    control_plane: Cluster, operator: Service, namespace: str
+) -> None:
+    """`falco-triage report NAME -n NS` reads the cluster in KUBECONFIG and prints the report."""
+    control_plane.kubectl("create", "-f", "-", input=yaml.safe_dump(_alert("printed", namespace)))
+    wait_for(
+        lambda: _status(control_plane, "printed", namespace).get("report"),
+        timeout=ANALYZED_TIMEOUT,
+        what="status.report",
+    )
+    env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig)}
+    out = subprocess.run(
+        ["falco-triage", "report", "printed", "-n", namespace, "--format", "markdown"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert out == _status(control_plane, "printed", namespace)["report"]
+    missing = subprocess.run(
+        ["falco-triage", "report", "absent", "-n", namespace],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert missing.returncode == 1
+    assert "not found" in missing.stderr
 
 
 def test_reanalyze_annotation_triggers_analysis(

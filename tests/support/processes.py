@@ -132,13 +132,24 @@ class Service:
 
 
 def operator_service(
-    kubeconfig: Path, *extra: str, env: Mapping[str, str] | None = None
+    kubeconfig: Path,
+    *extra: str,
+    env: Mapping[str, str] | None = None,
+    standalone: bool = True,
+    name: str = "operator",
 ) -> Service:
     """``falco-triage run`` against ``kubeconfig``, healthy once kopf serves its liveness probe."""
     port = free_port()
+    mode = ["--standalone"] if standalone else []
     return Service(
-        "operator",
-        ["run", "--standalone", "--liveness", f"http://127.0.0.1:{port}/healthz", *extra],
-        {"KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1", **(env or {})},
+        name,
+        ["run", *mode, "--liveness", f"http://127.0.0.1:{port}/healthz", *extra],
+        {
+            "KUBECONFIG": str(kubeconfig),
+            "PYTHONUNBUFFERED": "1",
+            # Several operators may run at once in one test: each gets its own metrics port.
+            "FALCO_TRIAGE_OPERATOR__METRICS_PORT": str(free_port()),
+            **(env or {}),
+        },
         health_url=f"http://127.0.0.1:{port}/healthz",
     )

@@ -3,6 +3,6 @@
 Importing this package registers every handler with kopf's default registry.
 """
 
-from falco_triage.handlers import analysis, startup, state
+from falco_triage.handlers import analysis, policies, response, retention, startup, state
 
-__all__ = ["analysis", "startup", "state"]
+__all__ = ["analysis", "policies", "response", "retention", "startup", "state"]

@@ -6,7 +6,10 @@ from typing import Any
 
 import kopf
 
+from falco_triage.handlers.state import current_settings
 from falco_triage.models.common import GROUP
+
+KOPF_PREFIX = f"kopf.{GROUP}"
 
 
 @kopf.on.startup()
@@ -14,11 +17,16 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # NB: kopf's default progress storage writes into status.kopf, which the structural CRD
     # schema prunes. Annotations are kept, and the diff base ignores spec (up to ~300 KiB of
     # output fields) so the last-handled-configuration annotation stays small.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    # NB: kopf treats every annotation under its prefix as its own bookkeeping and hides it
+    # from change detection, so the prefix must not be ours (falcotriage.io/reanalyze is a
+    # user-facing trigger).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration", ignored_fields=["spec", "status"]
+        prefix=KOPF_PREFIX, key="last-handled-configuration", ignored_fields=["spec", "status"]
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"
+    # A standby replica takes over once the active one's peering record is this old (seconds).
+    settings.peering.lifetime = current_settings().operator.peering_lifetime_seconds
     # Events on FalcoAlerts are the audit trail users read; keep the informational ones.
     settings.posting.level = 20
     # Re-establish watches well before typical load-balancer idle timeouts.

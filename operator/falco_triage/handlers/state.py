@@ -1,4 +1,4 @@
-"""Process-wide operator state the handlers share: settings and the namespace-label index."""
+"""Operator state the handlers share: settings, and the namespace-label index kopf keeps."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from falco_triage.settings import Settings, load_settings
 
 _lock = threading.Lock()
 _settings: Settings | None = None
-_namespace_labels: dict[str, dict[str, str]] = {}
 
 
 def configure(settings: Settings) -> None:
@@ -29,18 +28,18 @@ def current_settings() -> Settings:
         return _settings
 
 
-def namespace_labels(namespace: str | None) -> dict[str, str]:
+NamespaceIndex = kopf.Index[str, dict[str, str]]
+
+
+@kopf.index("", "v1", "namespaces")
+def namespace_labels_index(name: str, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
+    """Namespace labels kept in memory by kopf (severity context, policy namespace selectors)."""
+    return {name: dict(labels)}
+
+
+def namespace_labels(index: NamespaceIndex, namespace: str | None) -> dict[str, str]:
     if namespace is None:
         return {}
-    with _lock:
-        return dict(_namespace_labels.get(namespace, {}))
-
-
-@kopf.on.event("", "v1", "namespaces")
-def track_namespace(name: str, labels: Mapping[str, str], type: str, **_: Any) -> None:
-    """Keep namespace labels in memory (severity context, policy namespace selectors)."""
-    with _lock:
-        if type == "DELETED":
-            _namespace_labels.pop(name, None)
-        else:
-            _namespace_labels[name] = dict(labels)
+    for labels in index.get(namespace, []):
+        return dict(labels)
+    return {}
