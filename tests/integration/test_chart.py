@@ -844,3 +844,30 @@ def test_notes_tell_falco_and_falcosidekick_where_to_post(
     assert "mtls: true" in notes
     assert "client_cert: /etc/falco/certs/client/client.crt" in notes
     assert "cannot send an Authorization header" not in notes
+
+
+def test_llm_values_turn_the_narrative_on_in_the_settings(
+    helm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """llm.enabled with llm.settings renders an llm section the operator accepts and enables,
+    with the API key only as a mounted file, never in the ConfigMap."""
+    docs = render(
+        helm,
+        "llm.enabled=true",
+        "llm.apiKey=not-a-real-key",
+        "llm.settings.url=http://ollama.llm:11434/v1",
+        "llm.settings.model=llama3.1",
+    )
+    config = find(docs, "ConfigMap", "-config")["data"]["config.yaml"]
+    assert "not-a-real-key" not in config
+    path = tmp_path / "config.yaml"
+    path.write_text(config)
+    for name in list(os.environ):
+        if name.startswith("FALCO_TRIAGE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("FALCO_TRIAGE_CONFIG", str(path))
+    settings = Settings()
+    assert settings.llm.enabled is True
+    assert settings.llm.model == "llama3.1"
+    env = env_of(container(docs, "operator"))
+    assert env["FALCO_TRIAGE_LLM__API_KEY_FILE"].startswith("/var/run/secrets/falco-triage/llm/")

@@ -159,8 +159,12 @@ component instead, so the other component never names them.
     "production_label" .Values.operator.productionLabel
   )
 }}
-{{- if .Values.llm.settings }}
-{{- $_ := set $settings "llm" (deepCopy .Values.llm.settings) }}
+{{- if or .Values.llm.enabled .Values.llm.settings }}
+{{- $llm := deepCopy .Values.llm.settings }}
+{{- if .Values.llm.enabled }}
+{{- $_ := set $llm "enabled" true }}
+{{- end }}
+{{- $_ := set $settings "llm" $llm }}
 {{- end }}
 {{- $settings = mergeOverwrite $settings (deepCopy .Values.extraConfig) }}
 {{- toYaml $settings }}
