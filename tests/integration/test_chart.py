@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from falco_triage.ingest.metrics import Metrics
+from falco_triage.remediation.permissions import ACTION_PERMISSIONS
 from falco_triage.settings import PROTECTED_NAMESPACES, IngestSettings, Settings
 from tests.support import tools
 from tests.support.controlplane import Cluster
@@ -72,10 +73,11 @@ ACTION_PERMS: dict[str, set[Perm]] = {
         ["create", "get", "list", "watch", "delete", "patch"],
     )
     | _perms("", ["pods"], ["get", "patch"]),
-    "deletePod": _perms("", ["pods"], ["delete"])
+    "deletePod": _perms("", ["pods"], ["get", "delete"])
     | _perms("apps", ["replicasets", "statefulsets", "daemonsets"], ["get"])
     | _perms("batch", ["jobs"], ["get"]),
-    "scaleWorkload": _perms("apps", ["deployments", "statefulsets"], ["get"])
+    "scaleWorkload": _perms("", ["pods"], ["get"])
+    | _perms("apps", ["replicasets", "deployments", "statefulsets"], ["get"])
     | _perms("apps", ["deployments/scale", "statefulsets/scale"], ["get", "patch", "update"]),
     "notify": set(),  # Events are in the base; Secrets only by name (see the notify tests).
 }
@@ -286,6 +288,15 @@ def test_each_action_adds_exactly_its_own_rules(helm: Path, action: str) -> None
     """One action enabled on its own adds its declared permissions and nothing else."""
     docs = render(helm, *NO_ACTIONS, f"actions.{action}.enabled=true")
     assert operator_perms(docs) == BASE_PERMS | ACTION_PERMS[action]
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+def test_chart_grants_what_the_code_declares_for_each_action(helm: Path, action: str) -> None:
+    """The chart's rules for an action cover every permission its code declares
+    (falco_triage.remediation.permissions), so enabling an action never ends in Forbidden."""
+    docs = render(helm, *NO_ACTIONS, f"actions.{action}.enabled=true")
+    declared = rule_perms({"rules": ACTION_PERMISSIONS[action]})
+    assert declared - operator_perms(docs) == set()
 
 
 def test_notify_secrets_are_limited_by_name_to_the_release_namespace(helm: Path) -> None:
