@@ -143,6 +143,16 @@ async def test_unavailable_namespace_moves_the_alert_to_the_operator_namespace(
     assert "writing FalcoAlert a to falco-triage instead" in caplog.text
 
 
+async def test_a_missing_namespace_is_remembered_for_a_while(harness: Harness) -> None:
+    harness.store.fail_next = [NamespaceUnavailable('namespaces "gone" not found', status=404)]
+    harness.queue.offer(_entry("a", namespace="gone"))
+    await harness.settle()
+    harness.queue.offer(_entry("b", namespace="gone"))
+    await harness.settle()
+    assert harness.store.calls == 3  # a: failed + retried there; b: straight to ours
+    assert harness.store.count(NS, "b") == 1
+
+
 async def test_rejected_object_is_dropped_counted_and_logged(harness: Harness, caplog: Any) -> None:
     harness.store.fail_next = [Invalid("spec.rule: Too long", status=422)]
     with caplog.at_level(logging.ERROR):

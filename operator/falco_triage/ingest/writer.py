@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 _BACKOFF_FIRST = 0.25
 _KNOWN_MAX = 20_000  # alerts whose resourceVersion we remember, to patch without a read
 _LEFTOVER_LINES = 20  # at shutdown, name this many unwritten alerts, then summarize
+# A namespace found missing (or terminating) is not tried again for this long: alerts for it go
+# straight to the operator's namespace, saving a failed create per write.
+_GONE_SECONDS = 60.0
+_GONE_MAX = 1024
 
 
 class Recorder(Protocol):
@@ -82,6 +86,7 @@ class AlertWriter:
         self._tasks: list[asyncio.Task[None]] = []
         self._writing: dict[AlertKey, PendingAlert] = {}
         self._known: dict[AlertKey, Stored] = {}
+        self._gone: dict[str, float] = {}  # namespace -> until when it counts as missing
         self._pause_until = 0.0
         self._failures = 0
 
@@ -129,6 +134,10 @@ class AlertWriter:
 
     async def _write(self, entry: PendingAlert) -> None:
         namespace, name = entry.key
+        if self._gone.get(namespace, 0.0) > time.monotonic():
+            # Known to be missing a moment ago: skip the failing create, go straight to ours.
+            self._retarget(entry, None)
+            return
         delta = Delta(entry.count, entry.first_seen, entry.last_seen)
         doubt = entry.doubt if isinstance(entry.doubt, Doubt) else None
         event, target, fingerprint = entry.event, entry.target, entry.fingerprint
@@ -190,19 +199,24 @@ class AlertWriter:
         )
         self._queue.requeue(entry)
 
-    def _retarget(self, entry: PendingAlert, exc: ApiError) -> None:
+    def _retarget(self, entry: PendingAlert, exc: ApiError | None) -> None:
         namespace, name = entry.key
         fallback = self._config.default_namespace
-        if namespace == fallback:
+        if namespace == fallback and exc is not None:
             self._retry(entry, exc)  # our own namespace missing: an install problem, keep trying
             return
-        log.warning(
-            "namespace %s unavailable (%s); writing FalcoAlert %s to %s instead",
-            namespace,
-            exc.message,
-            name,
-            fallback,
-        )
+        if exc is not None:
+            now = time.monotonic()
+            if len(self._gone) >= _GONE_MAX:  # bounded: forget the expired ones
+                self._gone = {ns: until for ns, until in self._gone.items() if until > now}
+            self._gone[namespace] = now + _GONE_SECONDS
+            log.warning(
+                "namespace %s unavailable (%s); writing FalcoAlert %s to %s instead",
+                namespace,
+                exc.message,
+                name,
+                fallback,
+            )
         entry.key = (fallback, name)
         entry.doubt = None
         self._queue.requeue(entry)
