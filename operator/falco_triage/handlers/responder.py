@@ -38,13 +38,13 @@ from falco_triage.k8s.remediation import (
     chart_grant,
     ensure_finalizer,
     forbidden_message,
+    patch_alert_status,
     permission_text,
     read_alert,
 )
 from falco_triage.k8s.rest import resource_for
-from falco_triage.k8s.status import FIELD_MANAGER, patch_status
+from falco_triage.k8s.status import FIELD_MANAGER
 from falco_triage.models.alert import (
-    PLURAL,
     ActionRecord,
     ActionResult,
     Decision,
@@ -66,6 +66,9 @@ from falco_triage.settings import Settings
 log = logging.getLogger(__name__)
 
 APPROVE_ANNOTATION = f"{GROUP}/approve"
+# NB: the same name as kopf's finalizer (handlers/startup.py). kopf keeps it exactly on the
+# alerts the on.delete handler's filter selects; adding it here first closes the window before
+# kopf's next look at the alert.
 FINALIZER = f"{GROUP}/finalizer"
 # Test hook: when set to N, the operator sleeps for a long time right after recording step N
 # of an Enforce response, so a test can SIGKILL it at a known point. Read only when set.
@@ -321,10 +324,6 @@ class Responder:
             if status.get("phase") not in UNDECIDED_PHASES:
                 return  # settled before responses existed, or by hand: not ours to redo
             decision, pod = await self._decide(alert, inputs)
-            status = alert.setdefault("status", {})
-            status["decision"] = decision.wire()
-            if decision.outcome != DecisionOutcome.MATCHED:
-                status["phase"] = Phase.NO_ACTION.value
         await self._proceed(alert, decision, retry, pod)
 
     async def rollback(self, alert: dict[str, Any], why: str) -> bool:
@@ -434,13 +433,14 @@ class Responder:
         if decision.outcome != DecisionOutcome.MATCHED:
             patch["phase"] = Phase.NO_ACTION.value
         await self._write(alert, patch)
-        quiet = decision.outcome in (DecisionOutcome.MATCHED, DecisionOutcome.NO_MATCH)
-        self._event(
-            alert,
-            "Normal" if quiet else "Warning",
-            "Decided",
-            f"{decision.summary}. {decision.reason}",
-        )
+        if decision.policy:  # NB: no Event for NoMatch, the common case: the status says it
+            matched = decision.outcome == DecisionOutcome.MATCHED
+            self._event(
+                alert,
+                "Normal" if matched else "Warning",
+                "Decided",
+                f"{decision.summary}. {decision.reason}",
+            )
         log.info(
             "FalcoAlert %s/%s: %s (%s)",
             meta.get("namespace"),
@@ -448,8 +448,8 @@ class Responder:
             decision.summary,
             decision.policy or "no policy",
         )
-        if decision.policy:
-            await self._count(decision.policy, matched=1)
+        if decision.policy and decision.outcome != DecisionOutcome.MATCHED:
+            await self._count(decision.policy, matched=1)  # Matched: counted once it has acted
         return decision, pod
 
     # -- acting --------------------------------------------------------------------------------
@@ -509,7 +509,11 @@ class Responder:
             problem = problems.get(step.action)
             if problem:
                 record = step.dry_run_record().model_copy(
-                    update={"result": ActionResult.FORBIDDEN, "message": clip(problem, 2048)}
+                    update={
+                        "result": ActionResult.FORBIDDEN,
+                        "message": clip(problem, 2048),
+                        "planned": None,  # planned without what could not be read: misleading
+                    }
                 )
             else:
                 record = step.dry_run_record()
@@ -519,6 +523,8 @@ class Responder:
         )
         for record in records:
             self._event(alert, "Normal", "ActionPlanned", f"{record.name}: {record.message}")
+        if decision.policy:
+            await self._count(decision.policy, matched=1)
 
     async def _plan(
         self, alert: dict[str, Any], decision: Decision, pod: dict[str, Any] | None
@@ -585,17 +591,23 @@ class Responder:
         meta = alert.get("metadata") or {}
         identity = AlertIdentity.of(meta)
         steps, problems = await self._plan(alert, decision, pod)
-        existing = Remediation.model_validate((alert.get("status") or {}).get("remediation") or {})
+        status = alert.get("status") or {}
+        # Approved after waiting: the match was counted when the plan was recorded.
+        counted = status.get("phase") == Phase.PENDING_APPROVAL.value
+        existing = Remediation.model_validate(status.get("remediation") or {})
         records: dict[str, ActionRecord] = {r.name: r for r in existing.actions}
         order = [s.action for s in steps]
         pause_after = _pause_after_step()
         stopped_by: str | None = None
         applied = 0
 
-        async def save(record: ActionRecord) -> None:
+        def actions() -> list[dict[str, object]]:
+            return [records[n].wire() for n in order if n in records]
+
+        async def save(record: ActionRecord, *, write: bool = True) -> None:
             records[record.name] = record
-            actions = [records[n].wire() for n in order if n in records]
-            await self._write(alert, {"remediation": {"actions": actions}})
+            if write:
+                await self._write(alert, {"remediation": {"actions": actions()}})
 
         for position, step in enumerate(steps, start=1):
             if step.done is not None:
@@ -613,7 +625,9 @@ class Responder:
                 self._event(alert, "Normal", "ActionSkipped", f"{step.action}: {record.message}")
                 continue
             if step.action in problems:
-                record = step.finish_record(ActionResult.FORBIDDEN, now(), problems[step.action])
+                record = step.finish_record(
+                    ActionResult.FORBIDDEN, now(), problems[step.action]
+                ).model_copy(update={"planned": None})
                 await save(record)
                 self._event(alert, "Warning", "ActionFailed", f"{step.action}: {record.message}")
                 stopped_by = None if step.continue_on_error else step.action
@@ -625,10 +639,13 @@ class Responder:
                 continue
             await save(step.start_record(now()))
             if step.type in REVERSIBLE:
+                add = functools.partial(ensure_finalizer, known=alert)
                 kept = await self._call(
-                    ensure_finalizer, self.rest, identity.namespace, identity.name, FINALIZER
+                    add, self.rest, identity.namespace, identity.name, FINALIZER
                 )
-                if not kept:
+                if kept is not None:
+                    alert["metadata"] = kept.get("metadata") or {}
+                else:
                     # NB: the alert is being deleted (or gone): nothing would ever roll back
                     # what this step did, so it is not done. The start record stays behind.
                     log.warning(
@@ -645,7 +662,9 @@ class Responder:
                     outcome.result, f"{outcome.message} (gave up after {MAX_ATTEMPTS} attempts)"
                 )
             record = step.finish_record(outcome.result, now(), outcome.message)
-            await save(record)
+            # The last action's result goes out with the phase, in one write (just below).
+            last = position == len(steps) and pause_after != position
+            await save(record, write=not last)
             if outcome.result == ActionResult.APPLIED:
                 applied += 1
                 self._event(alert, "Normal", "ActionApplied", f"{step.action}: {outcome.message}")
@@ -662,7 +681,7 @@ class Responder:
                 await asyncio.sleep(_PAUSE_SECONDS)
 
         phase = final_phase(steps, records)
-        patch: dict[str, Any] = {"phase": phase.value, "remediation": {}}
+        patch: dict[str, Any] = {"phase": phase.value, "remediation": {"actions": actions()}}
         reversible_applied = any(
             r.result == ActionResult.APPLIED and r.type in REVERSIBLE for r in records.values()
         )
@@ -670,12 +689,6 @@ class Responder:
             expires = now() + timedelta(seconds=decision.ttl_seconds)
             patch["remediation"]["expiresAt"] = _stamp(expires)
         await self._write(alert, patch)
-        self._event(
-            alert,
-            "Normal" if phase != Phase.FAILED else "Warning",
-            "Responded",
-            f"{phase.value}: {', '.join(f'{n} {records[n].result.value}' for n in order)}",
-        )
         log.info(
             "FalcoAlert %s/%s: %s (%d action(s) applied)",
             identity.namespace,
@@ -683,8 +696,11 @@ class Responder:
             phase.value,
             applied,
         )
-        if applied and decision.policy:
-            await self._count(decision.policy, actions=applied)
+        # Every applied record, including those of an interrupted earlier run: this point is
+        # reached once per alert (the phase is settled just above), so none is counted twice.
+        total = sum(1 for r in records.values() if r.result == ActionResult.APPLIED)
+        if decision.policy:
+            await self._count(decision.policy, matched=0 if counted else 1, actions=total)
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -693,10 +709,13 @@ class Responder:
         return alert
 
     async def _write(self, alert: dict[str, Any], patch: dict[str, Any]) -> None:
+        """Merge-patch the alert's status, and keep ``alert`` as the API server now has it."""
         meta = alert.get("metadata") or {}
-        await self._call(
-            patch_status, self.rest.api, PLURAL, meta.get("namespace"), meta["name"], patch
+        stored: dict[str, Any] = await self._call(
+            patch_alert_status, self.rest, meta.get("namespace"), meta["name"], patch
         )
+        alert["metadata"] = stored.get("metadata") or meta
+        alert["status"] = stored.get("status") or {}
 
     async def _count(self, policy: str, *, matched: int = 0, actions: int = 0) -> None:
         name = PolicyName.parse(policy)

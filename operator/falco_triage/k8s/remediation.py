@@ -379,23 +379,44 @@ def read_alert(rest: RestClient, namespace: str, name: str) -> dict[str, Any] | 
         return None
 
 
-def ensure_finalizer(rest: RestClient, namespace: str, name: str, finalizer: str) -> bool:
-    """Add ``finalizer`` to the alert unless present; False if the alert is gone or going.
+def patch_alert_status(
+    rest: RestClient, namespace: str, name: str, status: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Merge-patch the alert's status; the alert as stored afterwards (new resourceVersion)."""
+    return rest.merge_patch(
+        alert_path(namespace, name) + "/status",
+        {"status": dict(status)},
+        field_manager=FIELD_MANAGER,
+    )
+
+
+def ensure_finalizer(
+    rest: RestClient,
+    namespace: str,
+    name: str,
+    finalizer: str,
+    *,
+    known: Mapping[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """Add ``finalizer`` to the alert unless present; the alert after, or None if gone or going.
 
     A merge patch replaces the whole list, so it carries the resourceVersion it was computed
     from: if anyone changed the object in between, the API server answers 409 and we re-read.
+    ``known`` is the alert as last written by the caller, which saves the first read.
     """
     path = alert_path(namespace, name)
+    current = dict(known) if known is not None else None
     for _ in range(_CONFLICT_ROUNDS):
-        current = read_alert(rest, namespace, name)
         if current is None:
-            return False
+            current = read_alert(rest, namespace, name)
+            if current is None:
+                return None
         meta = current.get("metadata") or {}
         if meta.get("deletionTimestamp"):
-            return False
+            return None
         finalizers = list(meta.get("finalizers") or [])
         if finalizer in finalizers:
-            return True
+            return current
         body = {
             "metadata": {
                 "resourceVersion": meta.get("resourceVersion"),
@@ -403,10 +424,9 @@ def ensure_finalizer(rest: RestClient, namespace: str, name: str, finalizer: str
             }
         }
         try:
-            rest.merge_patch(path, body, field_manager=FIELD_MANAGER)
-            return True
+            return rest.merge_patch(path, body, field_manager=FIELD_MANAGER)
         except Conflict:
-            continue
+            current = None  # changed since: read it again
         except NotFound:
-            return False
+            return None
     raise Conflict(f"FalcoAlert {namespace}/{name}: finalizer not added after conflicts")
