@@ -13,6 +13,9 @@ _SLUG = re.compile(r"[^a-z0-9]+")
 # Exceptions match exact values; a value this long is unique to one event and would bloat the
 # snippet past its bound, so such a field is left out like a missing one.
 MAX_EXCEPTION_VALUE = 512
+# libyaml's emitter when PyYAML was built with it: the pure-Python one is most of the cost of
+# an analysis. Both emit the same safe YAML.
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def exception_name(rule: str) -> str:
@@ -70,8 +73,13 @@ def build_tuning(
         )
     return Tuning(
         exception_fields=[f for f, _, _ in present],
-        exception_yaml=yaml.safe_dump(
-            doc, sort_keys=False, allow_unicode=True, width=1000, default_flow_style=None
+        exception_yaml=yaml.dump(
+            doc,
+            Dumper=_DUMPER,
+            sort_keys=False,
+            allow_unicode=True,
+            width=1000,
+            default_flow_style=None,
         ),
         falco_yaml=falco_yaml,
         note=note,
