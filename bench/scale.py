@@ -1,0 +1,247 @@
+"""Scale: N FalcoAlerts present — operator start-up, memory, and the cost of re-listing them.
+
+    python bench/scale.py               # quick: 1,000 alerts
+    python bench/scale.py --full        # 10,000 alerts (opt-in: make bench-full)
+
+On the test control plane of this machine. The alerts are written as the receiver writes them
+(``AlertStore.record``: create, then ``status.occurrences``), 250 per namespace (below the
+default retention of 300 per namespace, as a real cluster holding that many would have them).
+Then:
+
+1. **Backlog**: ``falco-triage run`` (default settings) starts with N alerts never analyzed;
+   time until every one has ``status.analysis`` (read by listing), and its peak memory.
+2. **Restart**: the operator is stopped (SIGTERM) and started again with N analyzed alerts.
+   Time from process start to its liveness probe answering, and to having resumed every
+   alert (kopf logs ``Resuming is processed`` once per object), and its memory then (RSS).
+3. **Re-list**: a full LIST of the FalcoAlerts (what every informer or kopf watch does when it
+   starts, or its watch expires): time and size, median of 5; and after an API server restart,
+   the time until the operator analyzes an alert created after it (its watches came back).
+
+Results go to ``bench/results/scale.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import control_plane, record, rss_mib, say, write
+
+OPERATOR_NS = "falco-triage-bench"
+PER_NAMESPACE = 250
+RESUMED_LINE = "Resuming is processed"
+
+
+def namespaces_for(count: int) -> list[str]:
+    return [f"bench-scale-{i:03d}" for i in range((count + PER_NAMESPACE - 1) // PER_NAMESPACE)]
+
+
+def write_alerts(kubeconfig: Path, count: int) -> float:
+    """Create ``count`` alerts as the receiver would; returns alerts written per second."""
+    from tests.unit.factories import make_raw_event, sample_files
+
+    from falco_triage.events.fingerprint import alert_name, alert_spec
+    from falco_triage.events.normalize import normalize_event
+    from falco_triage.events.parse import Limits
+    from falco_triage.k8s.alerts import AlertStore, Delta
+    from falco_triage.k8s.client import new_api_client
+
+    rules = sorted(
+        {
+            s["rule"]
+            for s in (json.loads(p.read_bytes()) for p in sample_files())
+            if s["source"] == "syscall" and (s["output_fields"] or {}).get("k8s.ns.name")
+        }
+    )
+    names = namespaces_for(count)
+    now = datetime.now(UTC)
+    store = AlertStore(new_api_client(kubeconfig, pool_size=8))
+
+    def one(i: int) -> None:
+        namespace = names[i // PER_NAMESPACE]
+        raw = make_raw_event(rules[i % len(rules)], namespace=namespace, pod=f"pod-{i}", at=now)
+        event = normalize_event(raw, Limits())
+        spec = alert_spec(event, OPERATOR_NS)
+        store.record(namespace, alert_name(spec), lambda: spec, Delta(1, event.time, event.time))
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(one, range(count)))
+    return count / (time.monotonic() - started)
+
+
+def list_all(cluster: Any) -> tuple[float, int, list[dict[str, Any]]]:
+    """One full LIST of FalcoAlerts: (seconds, bytes, items)."""
+    started = time.monotonic()
+    result = cluster.kubectl(
+        "get", "--raw", "/apis/falcotriage.io/v1alpha1/falcoalerts", timeout=300
+    )
+    took = time.monotonic() - started
+    items: list[dict[str, Any]] = json.loads(result.stdout)["items"]
+    return took, len(result.stdout), items
+
+
+def analyzed_count(cluster: Any) -> int:
+    _, _, items = list_all(cluster)
+    return sum(1 for i in items if (i.get("status") or {}).get("analysis"))
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def start_operator(cluster: Any) -> Any:
+    from tests.support.processes import operator_service
+
+    service = operator_service(cluster.kubeconfig, env={"FALCO_TRIAGE_NAMESPACE": OPERATOR_NS})
+    # Started by hand (not Service.start) to time the probe ourselves.
+    import subprocess
+
+    log = service.log_path.open("ab")
+    service.proc = subprocess.Popen(
+        service.args, env=service.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    log.close()
+    return service
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full", action="store_true", help="10,000 alerts (default: 1,000)")
+    parser.add_argument("--alerts", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    count = args.alerts or (10_000 if args.full else 1_000)
+    backlog_limit = 1800.0 if count > 2000 else 600.0
+    results: dict[str, Any] = {}
+
+    with control_plane([OPERATOR_NS, *namespaces_for(count)]) as cluster:
+        say(f"writing {count} FalcoAlerts")
+        results["alerts_written_per_second"] = round(write_alerts(cluster.kubeconfig, count), 1)
+
+        say("backlog: operator starts with every alert unanalyzed")
+        operator = start_operator(cluster)
+        try:
+            started = time.monotonic()
+            peak = 0.0
+            done = 0
+            while time.monotonic() - started < backlog_limit:
+                peak = max(peak, rss_mib(operator.proc.pid) or 0.0)
+                done = analyzed_count(cluster)
+                if done >= count:
+                    break
+                time.sleep(2)
+            took = time.monotonic() - started
+            results["backlog"] = {
+                "alerts": count,
+                "analyzed": done,
+                "seconds_to_analyze_all": round(took, 1),
+                "alerts_analyzed_per_second": round(done / took, 1),
+                "operator_peak_rss_mib": peak,
+            }
+            say(f"  {done}/{count} analyzed in {took:.0f} s")
+        finally:
+            operator.cleanup()
+
+        say("restart: operator starts with every alert analyzed")
+        operator = start_operator(cluster)
+        try:
+            started = time.monotonic()
+            deadline = started + backlog_limit
+            while not healthy(operator.health_url) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            to_live = time.monotonic() - started
+            resumed = 0
+            while time.monotonic() < deadline:
+                resumed = operator.log_path.read_text(errors="replace").count(RESUMED_LINE)
+                if resumed >= count:
+                    break
+                time.sleep(0.5)
+            to_resumed = time.monotonic() - started
+            time.sleep(5)  # let memory settle after the last resume
+            results["restart"] = {
+                "seconds_to_liveness_probe_ok": round(to_live, 2),
+                "seconds_to_all_resumed": round(to_resumed, 1),
+                "resumed": resumed,
+                "operator_rss_mib_after_resume": rss_mib(operator.proc.pid),
+            }
+            say(f"  live after {to_live:.1f} s, all {resumed} resumed after {to_resumed:.1f} s")
+
+            say("re-list")
+            lists = [list_all(cluster) for _ in range(5)]
+            results["relist"] = {
+                "list_seconds_median": round(statistics.median(t for t, _, _ in lists), 3),
+                "list_seconds_max": round(max(t for t, _, _ in lists), 3),
+                "list_megabytes": round(lists[0][1] / 1e6, 1),
+                "items": len(lists[0][2]),
+            }
+            if cluster.can_restart_apiserver:
+                cluster.stop_apiserver()
+                cluster.start_apiserver()
+                restarted = time.monotonic()
+                namespace = namespaces_for(count)[0]
+                from tests.support.load import expected_key
+                from tests.unit.factories import make_raw_event
+
+                raw = make_raw_event(namespace=namespace, pod="after-restart")
+                from falco_triage.events.fingerprint import alert_spec
+                from falco_triage.events.normalize import normalize_event
+                from falco_triage.events.parse import Limits
+                from falco_triage.k8s.alerts import AlertStore, Delta
+                from falco_triage.k8s.client import new_api_client
+
+                spec = alert_spec(normalize_event(raw, Limits()), OPERATOR_NS)
+                key = expected_key(raw, OPERATOR_NS)
+                AlertStore(new_api_client(cluster.kubeconfig)).record(
+                    key[0], key[1], lambda: spec, Delta(1, spec.time, spec.time)
+                )
+                while time.monotonic() - restarted < 300:
+                    found = cluster.kubectl(
+                        "get", "falcoalert", key[1], "-n", key[0], "-o", "json", check=False
+                    )
+                    if found.returncode == 0 and json.loads(found.stdout).get("status", {}).get(
+                        "analysis"
+                    ):
+                        break
+                    time.sleep(0.25)
+                results["relist"]["seconds_from_apiserver_restart_to_new_alert_analyzed"] = round(
+                    time.monotonic() - restarted, 1
+                )
+                results["restart"]["operator_rss_mib_after_apiserver_restart"] = rss_mib(
+                    operator.proc.pid
+                )
+        finally:
+            operator.cleanup()
+
+    document = record(
+        "scale",
+        "full" if args.full else "quick",
+        what=f"{count} FalcoAlerts present: operator start-up, memory, re-list",
+        config={
+            "alerts": count,
+            "per_namespace": PER_NAMESPACE,
+            "namespaces": len(namespaces_for(count)),
+            "operator": "default settings, admin credentials, all namespaces",
+        },
+        results=results,
+    )
+    write("scale", document, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
