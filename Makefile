@@ -63,6 +63,24 @@ test-unit: ## Unit tests only (pure code, no control plane)
 test-integration: ## Integration tests on the real control plane (built on first use)
 	FALCO_TRIAGE_REQUIRE_INTEGRATION=1 $(PYTHON) -m pytest tests/integration
 
+##@ Benchmarks
+
+.PHONY: bench
+bench: ## Quick benchmarks on the local control plane (minutes); results in bench/results/
+	$(PYTHON) bench/analyze.py
+	$(PYTHON) bench/ingest.py
+	$(PYTHON) bench/response.py
+	$(PYTHON) bench/e2e.py
+	$(PYTHON) bench/soak.py
+	$(PYTHON) bench/scale.py
+
+.PHONY: bench-full
+bench-full: ## Long benchmarks, opt-in (60 s per e2e rate, 10 min soak, 10,000 alerts)
+	$(PYTHON) bench/analyze.py --full
+	$(PYTHON) bench/e2e.py --full
+	$(PYTHON) bench/soak.py --full
+	$(PYTHON) bench/scale.py --full
+
 ##@ Help
 
 .PHONY: help
