@@ -82,7 +82,8 @@ def distinct_events(namespace: str, count: int, rules: list[str]) -> list[tuple[
 
 
 class Watcher(threading.Thread):
-    """Records when each FalcoAlert is first seen, and first seen analyzed (monotonic time)."""
+    """Records when each FalcoAlert is first seen, first seen analyzed, and first seen with a
+    policy decision (monotonic time)."""
 
     def __init__(self, kubeconfig: Path) -> None:
         super().__init__(name="watcher", daemon=True)
@@ -91,6 +92,7 @@ class Watcher(threading.Thread):
         self.api = new_api_client(kubeconfig)
         self.created: dict[tuple[str, str], float] = {}
         self.analyzed: dict[tuple[str, str], float] = {}
+        self.decided: dict[tuple[str, str], float] = {}
         self.stop_event = threading.Event()
         self.ready = threading.Event()
 
@@ -118,8 +120,11 @@ class Watcher(threading.Thread):
                     version = meta.get("resourceVersion") or version
                     key = (meta.get("namespace"), meta.get("name"))
                     self.created.setdefault(key, seen)
-                    if (obj.get("status") or {}).get("analysis"):
+                    status = obj.get("status") or {}
+                    if status.get("analysis"):
                         self.analyzed.setdefault(key, seen)
+                    if status.get("decision"):
+                        self.decided.setdefault(key, seen)
                     if self.stop_event.is_set():
                         break
             except Exception as exc:  # a watch that ended with 410 Gone etc.: start over

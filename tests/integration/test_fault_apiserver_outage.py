@@ -47,6 +47,9 @@ RATE = 20.0
 # kopf re-establishes its watches on its own schedule after the API server returns; client-go
 # informers take up to a minute (docs/development.md). Generous, but bounded.
 RECOVERY_SECONDS = 90.0
+# The factory's events carry a 2024 timestamp, older than any retention age: the operator
+# sweeps when it starts (before they exist), then not again within the hour.
+KEEP_OLD_ALERTS = {"FALCO_TRIAGE_OPERATOR__RETENTION__SWEEP_INTERVAL_SECONDS": "3600"}
 # Falco reports a container's short id; isolation acts only on a pod still running it.
 WEB0_CONTAINER, WEB1_CONTAINER = "3f1c9a2b7d4e", "9a8b7c6d5e4f"
 
@@ -98,7 +101,7 @@ def test_apiserver_outage_under_load_loses_nothing_and_remediates_once(
         with (
             receiver_account(control_plane) as account,
             ReceiverProcess(account.kubeconfig, own, settings={"shutdown_flush_seconds": 5}) as rx,
-            r.response_operator(control_plane, own) as operator,
+            r.response_operator(control_plane, own, env=KEEP_OLD_ALERTS) as operator,
         ):
             r.create_policy(control_plane, r.policy("isolate", namespace, [r.isolate_action()]))
             steady = Sender(

@@ -8,15 +8,20 @@ move its ``resourceVersion`` under the receivers), merge patches of another stat
 read-modify-write with the ``resourceVersion`` they read. The operator runs too: it analyzes
 and decides the hot alert before the storm and the other alerts during it. Afterwards
 ``status.occurrences.count`` equals exactly the number of events the receivers acknowledged,
-every fingerprint has exactly one FalcoAlert, every outside writer's last change is there, and
-the storm really happened (the receivers and both status writers were answered 409).
+every fingerprint has exactly one FalcoAlert, the label and annotation writers' last changes
+are there, and the storm really happened (the receivers and both status writers were answered
+409). That the status writers' last conditions survive too is a separate, non-strict xfail: the
+operator writes ``status.conditions`` as a whole list and can overwrite a condition added in
+between (a known race).
 """
 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -155,20 +160,37 @@ def _api_writers(kubeconfig: Path, key: AlertKey) -> tuple[Callable[[int], None]
     return merge_patch_status, replace_status
 
 
-# NB: not strict: the counts are exact in every run seen, but an outside writer's status
-# condition is sometimes lost. The operator writes status.conditions as a whole list computed
-# from the object it read (a merge patch replaces lists), so a condition added meanwhile can be
-# overwritten. Known race, to fix by making condition writes conditional on resourceVersion.
-@pytest.mark.xfail(
-    strict=False,
-    reason="status.conditions written as a whole list can drop a "
-    "condition another writer added in between (known race)",
-)
-def test_two_receivers_and_outside_writers_count_exactly(
-    control_plane: Cluster, namespace: str
-) -> None:
-    own = f"{namespace}-op"
-    control_plane.kubectl("create", "namespace", own)
+@dataclass
+class Storm:
+    """What one storm left behind, read once it settled."""
+
+    hot_key: AlertKey
+    others: int
+    acked: Counter[AlertKey]
+    metrics: list[dict[str, float]]
+    alerts: dict[AlertKey, dict[str, Any]]
+    writers: list[OutsideWriter]
+    operator_log: str
+
+
+def _written_all(receivers: list[ReceiverProcess]) -> list[dict[str, float]] | None:
+    """Both receivers' metrics once each has counted every event it took as written.
+
+    NB: a write shows in the API a moment before the receiver counts it in its metrics.
+    """
+    values = [r.metrics() for r in receivers]
+    done = all(
+        metric(v, "events_written_total") == metric(v, "events_accepted_total") for v in values
+    )
+    return values if done else None
+
+
+@pytest.fixture(scope="module")
+def storm(control_plane: Cluster) -> Iterator[Storm]:
+    suffix = uuid.uuid4().hex[:8]
+    namespace, own = f"ft-storm-{suffix}", f"ft-storm-op-{suffix}"
+    for name in (namespace, own):
+        control_plane.kubectl("create", "namespace", name)
     hot = make_raw_event(namespace=namespace, pod="hot-0")
     others = [make_raw_event(namespace=namespace, pod=f"pod-{i}") for i in range(4)]
     try:
@@ -184,10 +206,11 @@ def test_two_receivers_and_outside_writers_count_exactly(
                 control_plane.kubeconfig,
                 "-n",
                 namespace,
-                # The storm's events carry old timestamps: keep retention from deleting the alert.
+                # The storm's events carry a 2024 timestamp, older than any retention age: the
+                # operator sweeps when it starts (before they exist), then not within the hour.
                 env={
                     "FALCO_TRIAGE_NAMESPACE": own,
-                    "FALCO_TRIAGE_OPERATOR__RETENTION__MAX_AGE": "366d",
+                    "FALCO_TRIAGE_OPERATOR__RETENTION__SWEEP_INTERVAL_SECONDS": "3600",
                 },
             ) as operator,
         ):
@@ -236,35 +259,51 @@ def test_two_receivers_and_outside_writers_count_exactly(
                 assert sender.tally.errors == [], sender.tally.errors[:3]
                 assert set(sender.tally.statuses) == {200}, sender.tally.statuses
                 acked.update(sender.tally.acked)
-            assert acked[hot_key] > 1000, "too little load to make a storm"
 
             def exact() -> bool:
                 return alert_counts(control_plane, [namespace]) == dict(acked)
 
             wait_for(exact, timeout=SETTLE_SECONDS, what="counts equal to what was acknowledged")
-            metrics = [a.metrics(), b.metrics()]
-            alerts = list_alerts(control_plane, [namespace])
-            operator_log = operator.log(400)
+            metrics = wait_for(
+                lambda: _written_all([a, b]),
+                timeout=SETTLE_SECONDS,
+                what="each receiver to count every event it took as written",
+            )
+            yield Storm(
+                hot_key,
+                len(others),
+                acked,
+                metrics,
+                list_alerts(control_plane, [namespace]),
+                writers,
+                operator.log(400),
+            )
     finally:
-        control_plane.kubectl("delete", "namespace", own, "--wait=false", check=False)
+        for name in (namespace, own):
+            control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
-    # Exact: counts equal acknowledged (checked above), and each receiver wrote all it took.
-    for values in metrics:
-        assert metric(values, "events_written_total") == metric(values, "events_accepted_total")
+
+def test_counts_stay_exact_under_a_conflict_storm(storm: Storm) -> None:
+    assert storm.acked[storm.hot_key] > 1000, "too little load to make a storm"
+    # Exact: every alert counts what was acknowledged (waited for in the fixture), and each
+    # receiver wrote everything it took, dropping nothing.
+    for values in storm.metrics:
         assert metric(values, "events_dropped_total") == 0
     # One FalcoAlert per fingerprint.
-    fingerprints = Counter(a["spec"]["fingerprint"] for a in alerts.values())
+    fingerprints = Counter(a["spec"]["fingerprint"] for a in storm.alerts.values())
     assert set(fingerprints.values()) == {1}
-    assert len(alerts) == 1 + len(others)
+    assert len(storm.alerts) == 1 + storm.others
 
     # The storm happened: receivers collided with each other and the outside writers ...
     receiver_conflicts = sum(
         metric(values, "api_errors_total", operation="patch_status", reason="Conflict")
-        for values in metrics
+        for values in storm.metrics
     )
     assert receiver_conflicts > 0
+    writers = storm.writers
     print(  # shown with -s, or when the test fails: how big the storm was
-        f"storm: {acked[hot_key]} hot events acknowledged; receiver 409s {receiver_conflicts:.0f}; "
+        f"storm: {storm.acked[storm.hot_key]} hot events acknowledged; receiver 409s "
+        f"{receiver_conflicts:.0f}; "
         + ", ".join(f"{w.name} {w.done} writes/{w.conflicts} 409s" for w in writers)
     )
     # ... both status writers lost races too, and nobody failed for another reason.
@@ -273,15 +312,29 @@ def test_two_receivers_and_outside_writers_count_exactly(
         assert writer.done > 0, writer.name
     assert all(w.conflicts > 0 for w in writers[2:]), [(w.name, w.conflicts) for w in writers]
 
-    # Every outside writer's last change is there, and the operator's work survived theirs.
-    hot_alert = alerts[hot_key]
+    # The blind metadata writers' last changes are there, and the operator's work too.
+    hot_alert = storm.alerts[storm.hot_key]
     labels = hot_alert["metadata"].get("labels") or {}
     annotations = hot_alert["metadata"].get("annotations") or {}
     assert labels["storm.test/label"] == str(writers[0].last)
     assert annotations["storm.test/annotate"] == str(writers[1].last)
+    for alert in storm.alerts.values():
+        assert alert["status"].get("analysis"), storm.operator_log
+
+
+# NB: not strict: an outside writer's status condition is sometimes lost. The operator writes
+# status.conditions as a whole list computed from the object it read (a merge patch replaces
+# lists), so a condition added meanwhile can be overwritten. Known race, to fix by making
+# condition writes conditional on resourceVersion.
+@pytest.mark.xfail(
+    strict=False,
+    reason="status.conditions written as a whole list can drop a "
+    "condition another writer added in between (known race)",
+)
+def test_outside_status_conditions_survive(storm: Storm) -> None:
+    writers = storm.writers
+    hot_alert = storm.alerts[storm.hot_key]
     messages = {c["type"]: c["message"] for c in hot_alert["status"].get("conditions") or []}
     assert messages["StormMerge"] == f"round {writers[2].last}"
     assert messages["StormReplace"] == f"round {writers[3].last}"
     assert "Analyzed" in messages
-    for alert in alerts.values():
-        assert alert["status"].get("analysis"), operator_log

@@ -259,7 +259,13 @@ def stack(control_plane: Cluster) -> Iterator[Stack]:
                 namespace,
                 "-n",
                 own,
-                env={"FALCO_TRIAGE_NAMESPACE": own},
+                # The corpus's events are from 2024, one from year 1, older than any retention
+                # age: the operator sweeps when it starts (before they exist), then not again
+                # within the hour.
+                env={
+                    "FALCO_TRIAGE_NAMESPACE": own,
+                    "FALCO_TRIAGE_OPERATOR__RETENTION__SWEEP_INTERVAL_SECONDS": "3600",
+                },
             ) as operator,
         ):
             yield Stack(control_plane, namespace, own, receiver, operator)
