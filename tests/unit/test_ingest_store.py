@@ -347,3 +347,14 @@ def test_translated_context_manager() -> None:
         raise _status_error(404, "NotFound", "gone")
     with pytest.raises(Transient), translated():
         raise ConnectionRefusedError("refused")
+
+
+def test_a_conflict_reads_the_alert_instead_of_creating_it_again() -> None:
+    fake = FakeCustomObjects()
+    store = _store(fake)
+    first = store.record("shop", "a", _spec(), _delta(1))
+    store.record("shop", "a", _spec(), _delta(10), known=first.stored)  # someone else's write
+    fake.requests.clear()
+    store.record("shop", "a", _spec(), _delta(1), known=first.stored)
+    assert fake.requests == ["patch", "get", "patch"]
+    assert fake.count("shop", "a") == 12

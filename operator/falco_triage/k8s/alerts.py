@@ -199,9 +199,12 @@ class AlertStore:
             try:
                 result = self._call("patch_status", write=True, call=patch)
             except Conflict:
-                state = None  # someone else wrote first: read their count and recompute
+                # Someone else wrote first (another replica, or the operator's own status):
+                # read their count and recompute. The object exists, so read it rather than
+                # try a create that would only answer AlreadyExists.
                 # Jitter so racing replicas stop colliding in lockstep (client-go does too).
                 time.sleep(random.uniform(0, _CONFLICT_JITTER * (attempt + 1)))  # noqa: S311
+                state = self._read(namespace, name)
                 continue
             except NotFound:
                 state = None  # deleted since we read it: create it again
@@ -223,6 +226,13 @@ class AlertStore:
             ),
         )
         return result
+
+    def _read(self, namespace: str, name: str) -> Stored | None:
+        """The alert as it is now, or None once it is gone (to be created again)."""
+        try:
+            return _stored(self.get(namespace, name))
+        except NotFound:
+            return None
 
     def _create_or_read(
         self, namespace: str, name: str, spec: Callable[[], FalcoAlertSpec]
@@ -274,9 +284,8 @@ class AlertStore:
 
     def _resolve(self, namespace: str, name: str, doubt: Doubt) -> tuple[Stored | None, int]:
         """Whether a doubtful write was applied: (state to continue from, count it added)."""
-        try:
-            current = _stored(self.get(namespace, name))
-        except NotFound:
+        current = self._read(namespace, name)
+        if current is None:
             return None, 0
         if current.resource_version == doubt.resource_version:
             return current, 0
