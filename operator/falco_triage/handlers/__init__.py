@@ -3,6 +3,14 @@
 Importing this package registers every handler with kopf's default registry.
 """
 
-from falco_triage.handlers import analysis, policies, response, retention, startup, state
+from falco_triage.handlers import (
+    analysis,
+    decisions,
+    policies,
+    response,
+    retention,
+    startup,
+    state,
+)
 
-__all__ = ["analysis", "policies", "response", "retention", "startup", "state"]
+__all__ = ["analysis", "decisions", "policies", "response", "retention", "startup", "state"]

@@ -19,10 +19,11 @@ Each handler parses kwargs into :class:`~falco_triage.handlers.responder.Inputs`
 one :class:`~falco_triage.handlers.responder.Responder` method under a per-alert lock (the
 timer runs concurrently with the change handlers of the same object).
 
-Rate limits count the ``Matched`` decisions kept in the ``response_decisions_index`` kopf
-index (rebuilt from every alert's ``status.decision`` at start) plus this process's own
-decisions not yet seen there. Limitation: an alert deleted (by retention or by hand) no longer
-counts, and each shard of a namespace-sharded operator counts only its own namespaces.
+Rate limits count the ``Matched`` decisions in :data:`~falco_triage.handlers.decisions.MATCHED`
+(read from every alert's ``status.decision`` at start, then kept current from the watch) plus
+this process's own decisions not yet seen there. Limitation: an alert deleted (by retention or
+by hand) no longer counts, and each shard of a namespace-sharded operator counts only its own
+namespaces.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Any
 
 import kopf
 
+from falco_triage.handlers.decisions import MATCHED
 from falco_triage.handlers.policies import policies_for
 from falco_triage.handlers.responder import (
     APPROVE_ANNOTATION,
@@ -60,7 +62,6 @@ from falco_triage.models.common import GROUP, VERSION
 
 log = logging.getLogger(__name__)
 
-DECISIONS_INDEX = "response_decisions_index"
 NAMESPACE_INDEX = "namespace_labels_index"
 # How often each alert with a ttl checks whether it is due; rollback happens at most this
 # long after expiresAt.
@@ -97,7 +98,7 @@ def _inputs(namespace: str | None, kwargs: Mapping[str, Any]) -> Inputs:
     return Inputs(
         policies=[p.policy for p in parsed if p.policy is not None],
         namespace_labels=labels,
-        decisions=kwargs[DECISIONS_INDEX],
+        decisions=MATCHED,
     )
 
 
@@ -116,16 +117,6 @@ def _nothing_to_do(body: kopf.Body) -> bool:
     if phase in SETTLED_PHASES:
         return True
     return phase == Phase.PENDING_APPROVAL.value and not approval_of(body.metadata).requested
-
-
-@kopf.index(GROUP, VERSION, PLURAL)
-def response_decisions_index(status: kopf.Status, uid: str, **_: Any) -> dict[str, Any] | None:
-    """Policy ref → (alert uid, decidedAt) of every Matched decision: the rate-limit record."""
-    decision = status.get("decision") or {}
-    policy, decided = decision.get("policy"), decision.get("decidedAt")
-    if decision.get("outcome") != "Matched" or not policy or not decided:
-        return None
-    return {policy: (uid, decided)}
 
 
 async def _respond(body: kopf.Body, retry: int, kwargs: Mapping[str, Any]) -> None:

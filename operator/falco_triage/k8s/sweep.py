@@ -1,4 +1,4 @@
-"""Listing FalcoAlerts for retention and deleting the chosen ones safely."""
+"""Listing FalcoAlerts (for retention and rate limits) and deleting the chosen ones safely."""
 
 from __future__ import annotations
 
@@ -19,6 +19,12 @@ PAGE_SIZE = 500
 
 def list_alert_summaries(api: client.ApiClient) -> Iterator[AlertSummary]:
     """Every FalcoAlert in the cluster, page by page, reduced to what retention needs."""
+    for item in list_alerts(api):
+        yield _summary(item)
+
+
+def list_alerts(api: client.ApiClient) -> Iterator[dict[str, Any]]:
+    """Every FalcoAlert in the cluster, page by page."""
     objects = client.CustomObjectsApi(api)
     token: str | None = None
     while True:
@@ -29,8 +35,7 @@ def list_alert_summaries(api: client.ApiClient) -> Iterator[AlertSummary]:
                     GROUP, VERSION, PLURAL, limit=PAGE_SIZE, _continue=token, _request_timeout=60
                 ),
             )
-        for item in page.get("items", []):
-            yield _summary(item)
+        yield from page.get("items", [])
         token = (page.get("metadata") or {}).get("continue")
         if not token:
             return
