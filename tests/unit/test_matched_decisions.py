@@ -3,7 +3,10 @@ before, deletions and other outcomes drop it, and readers get a snapshot."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+import pytest
 
 from falco_triage.handlers.decisions import MatchedDecisions
 
@@ -60,3 +63,11 @@ def test_readers_get_a_snapshot() -> None:
     entries = ledger["shop/isolate"]
     ledger.observe("b", _status("Matched"))
     assert len(entries) == 1
+
+
+def test_the_per_event_success_line_is_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("kopf.objects")
+    with caplog.at_level(logging.INFO, logger="kopf.objects"):
+        logger.info("Handler 'track_matched_decisions' succeeded.")
+        logger.info("Handler 'on_alert' succeeded.")
+    assert [r.getMessage() for r in caplog.records] == ["Handler 'on_alert' succeeded."]

@@ -6,12 +6,18 @@ by an older knowledge base) and a change of the ``falcotriage.io/reanalyze`` ann
 
 When a model is configured, the deterministic analysis and report are published first; only
 then is the model asked for a narrative, which is added in its own labelled section.
+
+The analysis is published conditionally on the alert's ``resourceVersion``
+(:func:`~falco_triage.k8s.status.update_status`): the receivers and other writers share this
+status, and a condition one of them added is never overwritten by our ``Analyzed``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -20,11 +26,20 @@ from falco_triage.analysis import AnalysisContext, analyze
 from falco_triage.analysis.knowledge import load_knowledge_base
 from falco_triage.handlers.state import NamespaceIndex, current_settings, namespace_labels
 from falco_triage.k8s.client import api_client
-from falco_triage.k8s.status import patch_status
+from falco_triage.k8s.errors import ApiError, Conflict, Invalid, NotFound, Transient
+from falco_triage.k8s.rest import RestClient
+from falco_triage.k8s.status import StatusChange, update_status
 from falco_triage.llm import NarrativeService
 from falco_triage.models.alert import MAX_REPORT, PLURAL, FalcoAlertSpec, Phase
 from falco_triage.models.analysis import Analysis
-from falco_triage.models.common import GROUP, VERSION, Condition, ConditionStatus, now
+from falco_triage.models.common import (
+    GROUP,
+    VERSION,
+    Condition,
+    ConditionStatus,
+    merge_conditions,
+    now,
+)
 from falco_triage.models.event import FalcoEvent
 from falco_triage.report import one_line, render_markdown
 from falco_triage.report.narrative import render_narrative
@@ -33,6 +48,12 @@ REANALYZE_ANNOTATION = f"{GROUP}/reanalyze"
 # kopf passes each index to handlers as a keyword argument named after the index function.
 INDEX = "namespace_labels_index"
 NARRATOR = "narrator"
+# Seconds before kopf retries publishing an analysis: after losing every race to other writers
+# (they are done within a second or keep winning, and we keep trying), after a failure the API
+# server sent no Retry-After for, and after a 403 (RBAC is fixed by a person, not in seconds).
+PUBLISH_CONFLICT_DELAY = 1.0
+PUBLISH_RETRY_DELAY = 5.0
+PUBLISH_FORBIDDEN_DELAY = 60.0
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
@@ -57,12 +78,8 @@ def needs_analysis(status: dict[str, Any], kb_version: str) -> bool:
     return analysis.get("kbVersion") != kb_version
 
 
-def analysis_status(
-    body: kopf.Body, analysis: Analysis, report: str, reason: str
-) -> dict[str, Any]:
-    """The status fields an analysis sets (phase moves on only from Received)."""
-    status = dict(body.status)
-    condition = Condition(
+def analyzed_condition(body: kopf.Body, analysis: Analysis, reason: str) -> Condition:
+    return Condition(
         type="Analyzed",
         status=ConditionStatus.TRUE,
         reason="KnowledgeBase" if analysis.known_rule else "GenericAnalysis",
@@ -71,16 +88,54 @@ def analysis_status(
         last_transition_time=now(),
         observed_generation=body.metadata.get("generation"),
     )
-    conditions = [c for c in status.get("conditions") or [] if c.get("type") != "Analyzed"]
+
+
+def analysis_status(
+    stored: Mapping[str, Any], analysis: Analysis, report: str, condition: Condition
+) -> dict[str, Any]:
+    """The status fields an analysis sets, on top of the alert as just read.
+
+    Our ``Analyzed`` condition is set among whatever conditions are stored (other writers'
+    are kept); the phase moves on only from Received. Computed again on every read, because
+    it is written conditionally on that read (:func:`update_status`).
+    """
+    status = stored.get("status") or {}
     patch: dict[str, Any] = {
         "analysis": analysis.wire(),
         "report": report,
-        "conditions": [*conditions, condition.wire()],
-        "observedGeneration": body.metadata.get("generation"),
+        "conditions": merge_conditions(status.get("conditions"), [condition]),
+        "observedGeneration": condition.observed_generation,
     }
     if (status.get("phase") or Phase.RECEIVED.value) == Phase.RECEIVED.value:
         patch["phase"] = Phase.ANALYZED.value
     return patch
+
+
+async def _publish(body: kopf.Body, change: StatusChange, logger: Logger) -> bool:
+    """Write an analysis into the alert's status; False if the alert is gone."""
+    namespace, name = body.metadata.namespace, body.metadata.name
+    assert name is not None
+    write = functools.partial(update_status, known=dict(body))
+    try:
+        await asyncio.to_thread(write, RestClient(api_client()), PLURAL, namespace, name, change)
+    except NotFound:
+        logger.info("Deleted before its analysis was published")
+        return False
+    except Conflict as exc:
+        # Lost every race to other writers (a storm of receiver writes): kopf tries again.
+        raise kopf.TemporaryError(
+            f"analysis not published yet: {exc.message}", delay=PUBLISH_CONFLICT_DELAY
+        ) from exc
+    except Transient as exc:
+        delay = exc.retry_after or PUBLISH_RETRY_DELAY
+        raise kopf.TemporaryError(f"analysis not published: {exc.message}", delay=delay) from exc
+    except Invalid as exc:
+        raise kopf.PermanentError(f"the API server rejected the analysis: {exc.message}") from exc
+    except ApiError as exc:  # Forbidden: fixable by granting falcoalerts/status patch
+        raise kopf.TemporaryError(
+            f"analysis not published: {exc.message}", delay=PUBLISH_FORBIDDEN_DELAY
+        ) from exc
+    return True
 
 
 async def analyze_body(
@@ -100,16 +155,19 @@ async def analyze_body(
     )
     analysis = analyze(event, context)
     report = render_markdown(analysis)
-    status = analysis_status(body, analysis, report, reason)
+    condition = analyzed_condition(body, analysis, reason)
+    change = functools.partial(
+        analysis_status, analysis=analysis, report=report, condition=condition
+    )
+    # NB: not through kopf's patch, which is a blind merge patch: the status holds a list
+    # (conditions) other writers add to, so it is written conditionally on what was read.
+    # The deterministic report goes out before any model is asked for a narrative.
+    if not await _publish(body, change, logger):
+        return
     kopf.info(body, reason="Analyzed", message=one_line(analysis))
     logger.info("Analyzed: %s", one_line(analysis))
     if narrator is None or not settings.llm.enabled:
-        patch.status.update(status)
         return
-    # Publish the deterministic report before waiting on a model.
-    await asyncio.to_thread(
-        patch_status, api_client(), PLURAL, body.metadata.namespace, body.metadata.name, status
-    )
     narrative = await narrator.narrate(analysis, event, spec.fingerprint)
     section = render_narrative(narrative)
     budget = MAX_REPORT - len(section.encode("utf-8")) - 1

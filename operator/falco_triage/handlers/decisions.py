@@ -107,6 +107,19 @@ async def load_matched_decisions(**_: Any) -> None:
     log.info("Rate limits: %d matched decisions among %d alerts", MATCHED.total, count)
 
 
+class _QuietTracking(logging.Filter):
+    """Drops kopf's "Handler 'track_matched_decisions' succeeded." line: it would be logged
+    for every change of every alert."""
+
+    _LINE = "Handler 'track_matched_decisions' succeeded."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != self._LINE
+
+
+logging.getLogger("kopf.objects").addFilter(_QuietTracking())
+
+
 @kopf.on.event(GROUP, VERSION, PLURAL)
 def track_matched_decisions(type: str | None, status: kopf.Status, uid: str, **_: Any) -> None:
     if type == "DELETED":

@@ -8,6 +8,7 @@ so a decision never lists policies from the API server.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -17,8 +18,9 @@ import kopf
 from falco_triage.handlers.state import current_settings
 from falco_triage.k8s.client import api_client
 from falco_triage.k8s.errors import ApiError, NotFound
-from falco_triage.k8s.status import patch_status
-from falco_triage.models.common import GROUP, VERSION, now
+from falco_triage.k8s.rest import RestClient
+from falco_triage.k8s.status import update_status
+from falco_triage.models.common import GROUP, VERSION, Condition, merge_conditions, now
 from falco_triage.policy.validate import ParsedPolicy, parse_policy, validity_condition
 
 NAMESPACED = "responsepolicies"
@@ -67,6 +69,17 @@ def _needs_update(body: kopf.Body, parsed: ParsedPolicy) -> bool:
     return bool(valid.get("status") != expected)
 
 
+def validity_status(
+    stored: Mapping[str, Any], condition: Condition, generation: int | None
+) -> dict[str, Any]:
+    """The policy's ``Valid`` condition set among the stored ones (other writers' kept)."""
+    status = stored.get("status") or {}
+    return {
+        "conditions": merge_conditions(status.get("conditions"), [condition]),
+        "observedGeneration": generation,
+    }
+
+
 async def _publish(body: kopf.Body, plural: str, logger: Logger) -> None:
     if body.metadata.get("deletionTimestamp"):
         return
@@ -75,16 +88,17 @@ async def _publish(body: kopf.Body, plural: str, logger: Logger) -> None:
         return
     generation = body.metadata.get("generation")
     condition = validity_condition(parsed.errors, now=now(), generation=generation)
-    others = [c for c in dict(body.status).get("conditions") or [] if c.get("type") != "Valid"]
-    status = {"conditions": [*others, condition.wire()], "observedGeneration": generation}
+    change = functools.partial(validity_status, condition=condition, generation=generation)
+    # NB: conditional on the version read (a merge patch replaces the conditions list whole).
+    write = functools.partial(update_status, known=dict(body))
     try:
         await asyncio.to_thread(
-            patch_status,
-            api_client(),
+            write,
+            RestClient(api_client()),
             plural,
             body.metadata.namespace,
             body.metadata.name,
-            status,
+            change,
         )
     except NotFound:
         return

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -64,4 +66,42 @@ def set_condition(conditions: list[Condition], new: Condition) -> list[Condition
             result.append(cond)
     if not replaced:
         result.append(new)
+    return result
+
+
+def merge_conditions(
+    stored: Iterable[Mapping[str, Any]] | None, ours: Iterable[Condition]
+) -> list[dict[str, Any]]:
+    """The ``status.conditions`` to write back: ``stored`` with each of ``ours`` set by type.
+
+    ``stored`` is the list as last read from the API server, anyone's conditions included.
+    Conditions of other types belong to other writers and are kept exactly as stored, in their
+    places. Each of ours replaces the stored condition of its type where it stands (appended
+    when new; a duplicate of that type further down is dropped), keeping the stored
+    ``lastTransitionTime`` when its status did not change: only a change of status is a
+    transition, a new reason or message is not.
+
+    NB: a JSON merge patch replaces a list as a whole, so the result is only safe to write
+    conditionally on the ``resourceVersion`` ``stored`` was read at (see
+    :func:`falco_triage.k8s.status.update_status`).
+    """
+    mine = {c.type: c.wire() for c in ours}
+    result: list[dict[str, Any]] = []
+    placed: set[str] = set()
+    for cond in stored or []:
+        if not isinstance(cond, Mapping):
+            continue  # not a condition at all; the schema does not allow it anyway
+        kind = cond.get("type")
+        if not isinstance(kind, str) or kind not in mine:
+            result.append(dict(cond))
+            continue
+        if kind in placed:
+            continue
+        placed.add(kind)
+        new = dict(mine[kind])
+        since = cond.get("lastTransitionTime")
+        if cond.get("status") == new["status"] and isinstance(since, str) and since:
+            new["lastTransitionTime"] = since
+        result.append(new)
+    result.extend(wire for kind, wire in mine.items() if kind not in placed)
     return result
