@@ -180,7 +180,13 @@ async def analyze_body(
     )
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
+def _stale(status: kopf.Status, **_: Any) -> bool:
+    return needs_analysis(dict(status), load_knowledge_base().version)
+
+
+# NB: the resume filter keeps kopf from touching alerts that need nothing: without it, every
+# operator start wrote each alert twice (kopf's progress annotations, then their removal).
+@kopf.on.resume(GROUP, VERSION, PLURAL, when=_stale)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 async def on_alert(
     body: kopf.Body,

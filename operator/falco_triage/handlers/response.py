@@ -133,7 +133,12 @@ async def _respond(body: kopf.Body, retry: int, kwargs: Mapping[str, Any]) -> No
             return  # deleted meanwhile
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
+def _unsettled(body: kopf.Body, **_: Any) -> bool:
+    return not _nothing_to_do(body)
+
+
+# NB: filtered on resume so that settled alerts cost nothing at start-up (see analysis.py).
+@kopf.on.resume(GROUP, VERSION, PLURAL, when=_unsettled)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 async def respond(body: kopf.Body, retry: int, **kwargs: Any) -> None:
     if _nothing_to_do(body):
