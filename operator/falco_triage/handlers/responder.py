@@ -12,6 +12,13 @@ Crash safety: the decision is written before anything is done; each step's
 its first operation and its ``finish_record`` after the last. A re-run (a kopf retry, another
 replica, a restart after SIGKILL) re-reads the alert, skips steps already recorded with a
 final result, and re-runs an interrupted step, whose operations are idempotent.
+
+Counting: the winning policy's counters (``status.matchedAlerts``, ``status.actionsTaken``)
+live on another object, so no single write can settle an alert and count it. Every count is
+made *before* the phase write that settles the alert (NoAction, DryRun, PendingApproval, or the
+final phase), and is idempotent per alert (:mod:`falco_triage.k8s.policy_status`): a re-run
+after a crash between the two finds the alert unsettled, counts again (nothing is added) and
+writes the phase.
 """
 
 from __future__ import annotations
@@ -19,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,9 +34,10 @@ from typing import Any
 
 import kopf
 
+from falco_triage.handlers import response_testhook as testhook
 from falco_triage.k8s import alerts as ingest_alerts
 from falco_triage.k8s.errors import ApiError, Forbidden, Transient
-from falco_triage.k8s.policy_status import PolicyName, add_to_counters
+from falco_triage.k8s.policy_status import PolicyName, Tally, count_alert
 from falco_triage.k8s.remediation import (
     AlertIdentity,
     Remediator,
@@ -70,11 +77,6 @@ APPROVE_ANNOTATION = f"{GROUP}/approve"
 # alerts the on.delete handler's filter selects; adding it here first closes the window before
 # kopf's next look at the alert.
 FINALIZER = f"{GROUP}/finalizer"
-# Test hook: when set to N, the operator sleeps for a long time right after recording step N
-# of an Enforce response, so a test can SIGKILL it at a known point. Read only when set.
-PAUSE_AFTER_STEP_ENV = "FALCO_TRIAGE_TEST_PAUSE_AFTER_STEP"
-_PAUSE_SECONDS = 3600.0
-
 # Actions whose effect stays on the cluster until undone; the alert keeps a finalizer while
 # any of them is applied. (isolatePod's NetworkPolicy is owned by the alert and
 # garbage-collected, but its label on the pod is not.)
@@ -99,7 +101,7 @@ OPERATOR_MANAGERS = frozenset({"kopf", FIELD_MANAGER, ingest_alerts.FIELD_MANAGE
 # ours) is tried this many times, RETRY_DELAY seconds apart, then recorded as Failed.
 MAX_ATTEMPTS = 5
 RETRY_DELAY = 5.0
-# Decisions made here are counted for rate limits until the kopf index has seen them; after
+# Decisions made here are counted for rate limits until the watch has delivered them; after
 # this long it certainly has (or the alert is gone).
 _MADE_MEMORY = timedelta(minutes=10)
 _MAX_EVENT_MESSAGE = 1024
@@ -214,7 +216,7 @@ DecisionsIndex = Mapping[str, Iterable[tuple[str, str]]]
 
 
 class _Recent(Mapping[str, Sequence[datetime]]):
-    """Times each policy won a Matched decision: the kopf index plus our own fresh ones.
+    """Times each policy won a Matched decision: the watched ones plus our own fresh ones.
 
     Lazy: ``decide`` only looks up the winner, so only its entries are ever collected.
     """
@@ -245,11 +247,11 @@ class _Recent(Mapping[str, Sequence[datetime]]):
 class RateLog:
     """Matched decisions per policy, for ``rateLimit``.
 
-    The durable part is a kopf index over every FalcoAlert's ``status.decision`` (rebuilt from
-    the API server on every start, before any handler runs). Decisions this process has made
-    but whose status write the index has not seen yet are kept here, so two alerts decided
-    back to back both count. Deciding is serialized by a lock, so the check and the record
-    are one step.
+    The durable part is every FalcoAlert's ``status.decision`` (listed from the API server on
+    every start, before any handler runs, then kept current from the watch). Decisions this
+    process has made but whose status write the watch has not delivered yet are kept here, so
+    two alerts decided back to back both count. Deciding is serialized by a lock, so the check
+    and the record are one step.
     """
 
     def __init__(self) -> None:
@@ -430,9 +432,13 @@ class Responder:
 
         decision = self.rate.decide(inputs.decisions, str(meta.get("uid") or ""), decide_with)
         patch: dict[str, Any] = {"decision": decision.wire()}
-        if decision.outcome != DecisionOutcome.MATCHED:
+        if decision.outcome == DecisionOutcome.NO_MATCH:
+            # NB: no policy to count, so settled in the same write. A policy's Refused or
+            # RateLimited is settled by _proceed, once the policy has counted the alert.
             patch["phase"] = Phase.NO_ACTION.value
         await self._write(alert, patch)
+        if testhook.PAUSE is not None:
+            await testhook.PAUSE.reached("decided", str(meta.get("namespace")), meta["name"])
         if decision.policy:  # NB: no Event for NoMatch, the common case: the status says it
             matched = decision.outcome == DecisionOutcome.MATCHED
             self._event(
@@ -448,8 +454,6 @@ class Responder:
             decision.summary,
             decision.policy or "no policy",
         )
-        if decision.policy and decision.outcome != DecisionOutcome.MATCHED:
-            await self._count(decision.policy, matched=1)  # Matched: counted once it has acted
         return decision, pod
 
     # -- acting --------------------------------------------------------------------------------
@@ -465,6 +469,8 @@ class Responder:
         phase = status.get("phase")
         if decision.outcome != DecisionOutcome.MATCHED:
             if phase in UNDECIDED_PHASES:
+                if decision.policy:  # Refused or RateLimited: the policy won the alert
+                    await self._count(alert, decision.policy, matched=True)
                 await self._write(alert, {"phase": Phase.NO_ACTION.value})
             return
         if phase in SETTLED_PHASES:
@@ -518,13 +524,13 @@ class Responder:
             else:
                 record = step.dry_run_record()
             records.append(record)
+        if decision.policy:  # before the phase write that settles it: see the module docstring
+            await self._count(alert, decision.policy, matched=True)
         await self._write(
             alert, {"phase": phase.value, "remediation": {"actions": [r.wire() for r in records]}}
         )
         for record in records:
             self._event(alert, "Normal", "ActionPlanned", f"{record.name}: {record.message}")
-        if decision.policy:
-            await self._count(decision.policy, matched=1)
 
     async def _plan(
         self, alert: dict[str, Any], decision: Decision, pod: dict[str, Any] | None
@@ -590,14 +596,15 @@ class Responder:
         """Enforce (or approved): run the steps in order, recording each before and after."""
         meta = alert.get("metadata") or {}
         identity = AlertIdentity.of(meta)
+        where = (identity.namespace, identity.name)  # for the test hook
         steps, problems = await self._plan(alert, decision, pod)
         status = alert.get("status") or {}
-        # Approved after waiting: the match was counted when the plan was recorded.
+        # Approved after waiting: the match was counted when the plan was recorded (and that
+        # entry of the policy's bounded list may be long gone: the wait has no limit).
         counted = status.get("phase") == Phase.PENDING_APPROVAL.value
         existing = Remediation.model_validate(status.get("remediation") or {})
         records: dict[str, ActionRecord] = {r.name: r for r in existing.actions}
         order = [s.action for s in steps]
-        pause_after = _pause_after_step()
         stopped_by: str | None = None
         applied = 0
 
@@ -638,6 +645,8 @@ class Responder:
                 self._event(alert, "Normal", "ActionSkipped", f"{step.action}: {record.message}")
                 continue
             await save(step.start_record(now()))
+            if testhook.PAUSE is not None:
+                await testhook.PAUSE.reached(f"started:{position}", *where)
             if step.type in REVERSIBLE:
                 add = functools.partial(ensure_finalizer, known=alert)
                 kept = await self._call(
@@ -655,6 +664,8 @@ class Responder:
                     )
                     return
             outcome = await self._call(self.remediator.run, step, identity)
+            if testhook.PAUSE is not None:
+                await testhook.PAUSE.reached(f"applied:{position}", *where)
             if outcome.retryable:
                 if retry + 1 < MAX_ATTEMPTS:
                     raise Retry(f"action {step.action!r}: {outcome.message}")
@@ -663,7 +674,7 @@ class Responder:
                 )
             record = step.finish_record(outcome.result, now(), outcome.message)
             # The last action's result goes out with the phase, in one write (just below).
-            last = position == len(steps) and pause_after != position
+            last = position == len(steps)
             await save(record, write=not last)
             if outcome.result == ActionResult.APPLIED:
                 applied += 1
@@ -674,12 +685,11 @@ class Responder:
                 self._event(alert, "Warning", "ActionFailed", f"{step.action}: {outcome.message}")
                 if not step.continue_on_error:
                     stopped_by = step.action
-            if pause_after == position:
-                log.warning(
-                    "%s=%d: pausing after step %d", PAUSE_AFTER_STEP_ENV, position, position
-                )
-                await asyncio.sleep(_PAUSE_SECONDS)
+            if testhook.PAUSE is not None and not last:
+                await testhook.PAUSE.reached(f"recorded:{position}", *where)
 
+        if testhook.PAUSE is not None:
+            await testhook.PAUSE.reached("before-phase", *where)
         phase = final_phase(steps, records)
         patch: dict[str, Any] = {"phase": phase.value, "remediation": {"actions": actions()}}
         reversible_applied = any(
@@ -688,7 +698,17 @@ class Responder:
         if decision.ttl_seconds and reversible_applied:
             expires = now() + timedelta(seconds=decision.ttl_seconds)
             patch["remediation"]["expiresAt"] = _stamp(expires)
+        # Counted before the phase write that settles the alert: a crash in between leaves it
+        # unsettled, and the re-run's count adds nothing (see the module docstring). Every
+        # applied record counts, including those of an interrupted earlier run.
+        total = sum(1 for r in records.values() if r.result == ActionResult.APPLIED)
+        if decision.policy:
+            await self._count(alert, decision.policy, matched=not counted, actions=total)
+        if testhook.PAUSE is not None:
+            await testhook.PAUSE.reached("counted", *where)
         await self._write(alert, patch)
+        if testhook.PAUSE is not None:
+            await testhook.PAUSE.reached("settled", *where)
         log.info(
             "FalcoAlert %s/%s: %s (%d action(s) applied)",
             identity.namespace,
@@ -696,11 +716,6 @@ class Responder:
             phase.value,
             applied,
         )
-        # Every applied record, including those of an interrupted earlier run: this point is
-        # reached once per alert (the phase is settled just above), so none is counted twice.
-        total = sum(1 for r in records.values() if r.result == ActionResult.APPLIED)
-        if decision.policy:
-            await self._count(decision.policy, matched=0 if counted else 1, actions=total)
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -717,13 +732,27 @@ class Responder:
         alert["metadata"] = stored.get("metadata") or meta
         alert["status"] = stored.get("status") or {}
 
-    async def _count(self, policy: str, *, matched: int = 0, actions: int = 0) -> None:
+    async def _count(
+        self,
+        alert: Mapping[str, Any],
+        policy: str,
+        *,
+        matched: bool = False,
+        actions: int | None = None,
+    ) -> None:
+        """Count the alert in the policy's status, once (a re-run adds nothing).
+
+        A transient failure retries the whole response (the alert is not settled yet, so the
+        retry counts again); any other failure is logged and the response goes on: the
+        counters are a summary, the alert holds the record.
+        """
         name = PolicyName.parse(policy)
-        if name is None:
+        uid = str((alert.get("metadata") or {}).get("uid") or "")
+        if name is None or not uid:
             return
         try:
-            count = functools.partial(add_to_counters, matched=matched, actions=actions)
-            await self._call(count, self.rest, name)
+            tally = Tally(uid, matched=matched, actions=actions)
+            await self._call(count_alert, self.rest, name, tally)
         except ApiError as exc:
             log.warning("Could not update the counters of %s: %s", policy, exc.message)
 
@@ -744,13 +773,3 @@ class Responder:
 def _decision_of(status: Mapping[str, Any]) -> Decision | None:
     raw = status.get("decision")
     return Decision.model_validate(raw) if isinstance(raw, dict) and raw else None
-
-
-def _pause_after_step() -> int | None:
-    text = os.environ.get(PAUSE_AFTER_STEP_ENV)
-    if not text:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        return None

@@ -8,7 +8,7 @@ which sets an ``Invalid`` condition instead of acting on a policy it does not un
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field
 
@@ -22,6 +22,18 @@ LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9
 # ``labelPod`` may never set or overwrite them.
 OPERATOR_LABEL_PREFIX = "falcotriage.io/"
 ISOLATION_LABEL_PREFIX = OPERATOR_LABEL_PREFIX + "isolated-"
+
+# ``status.recentlyCounted`` keeps the newest this many entries. An entry is only needed from the
+# moment an alert is counted until its phase is written (normally milliseconds; after a crash,
+# until the restarted operator picks the alert up again). Alerts in that state at once are at
+# most the responses in flight (``operator.maxConcurrentAlerts``, 64 by default): 200 entries
+# (two per acting alert, so at least 100 alerts) cover them with room to spare, for about 9 KiB.
+# An alert is counted twice only if over 100 other alerts of its policy are counted between a
+# crash and its re-run (docs/policies.md, "Rate limits and counters").
+MAX_RECENTLY_COUNTED = 200
+# ``<alert uid>`` (a UUID, 36 characters) or ``<alert uid>/actions``.
+COUNTED_KEY_MAX_LENGTH = 64
+CountedKey = Annotated[str, Field(min_length=1, max_length=COUNTED_KEY_MAX_LENGTH)]
 
 ACTION_TYPES = ("labelPod", "annotatePod", "isolatePod", "deletePod", "scaleWorkload", "notify")
 _ONE_ACTION_CEL = (
@@ -230,8 +242,15 @@ class ClusterResponsePolicySpec(ResponsePolicySpec):
 
 class PolicyStatus(ApiModel):
     conditions: list[Condition] = Field(default_factory=list)
-    matched_alerts: int = 0
-    actions_taken: int = 0
+    matched_alerts: int = Field(default=0, description="Alerts this policy won, any outcome")
+    actions_taken: int = Field(default=0, description="Actions it applied")
+    recently_counted: list[CountedKey] = Field(
+        default_factory=list,
+        max_length=MAX_RECENTLY_COUNTED,
+        description="The alerts counted last, newest last, so that a re-run after a crash does "
+        "not count one twice: '<alert uid>' is in matchedAlerts, '<alert uid>/actions' its "
+        "actions in actionsTaken",
+    )
     observed_generation: int | None = None
 
 
