@@ -9,14 +9,12 @@ the read-modify-write (a 409 recomputes from what the other writer left, includi
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping
 from typing import Any, cast
 
 import pytest
 from pydantic import ValidationError
 
-from falco_triage.k8s.errors import Conflict, NotFound
+from falco_triage.k8s.errors import Conflict
 from falco_triage.k8s.policy_status import (
     PolicyName,
     Tally,
@@ -24,9 +22,9 @@ from falco_triage.k8s.policy_status import (
     counted_status,
 )
 from falco_triage.k8s.rest import RestClient
-from falco_triage.k8s.status import FIELD_MANAGER
 from falco_triage.models.crd import all_crds
 from falco_triage.models.policy import MAX_RECENTLY_COUNTED, PolicyStatus
+from tests.unit.fake_rest import FakeRest
 
 UID = "0b6c3f7e-4a55-4c1e-9d0c-2f1f5a1d9e01"
 OTHER = "7d0e2c1a-9b1f-4f8e-8a43-5c7b9a0e6d22"
@@ -151,46 +149,6 @@ def test_the_model_and_the_crd_bound_the_list() -> None:
 
 
 # -- the read-modify-write ---------------------------------------------------------------------
-
-
-class FakeRest:
-    """One stored policy; merge patches of its status with a resourceVersion precondition.
-
-    ``interfere`` runs before each patch is judged: another writer that gets in first.
-    """
-
-    def __init__(self, obj: dict[str, Any] | None) -> None:
-        self.obj = obj
-        self.calls: list[tuple[str, str]] = []
-        self.patches: list[dict[str, Any]] = []
-        self.interfere: list[dict[str, Any]] = []
-
-    def get(self, path: str) -> dict[str, Any]:
-        self.calls.append(("GET", path))
-        if self.obj is None:
-            raise NotFound("gone", status=404)
-        return copy.deepcopy(self.obj)
-
-    def merge_patch(
-        self, path: str, body: Mapping[str, Any], *, field_manager: str
-    ) -> dict[str, Any]:
-        assert field_manager == FIELD_MANAGER
-        self.calls.append(("PATCH", path))
-        self.patches.append(copy.deepcopy(dict(body)))
-        if self.obj is None:
-            raise NotFound("gone", status=404)
-        if self.interfere:
-            self._write(self.interfere.pop(0))
-        if body["metadata"]["resourceVersion"] != self.obj["metadata"]["resourceVersion"]:
-            raise Conflict("the object has been modified", status=409, reason="Conflict")
-        self._write(body["status"])
-        return copy.deepcopy(self.obj)
-
-    def _write(self, status: Mapping[str, Any]) -> None:
-        assert self.obj is not None
-        self.obj.setdefault("status", {}).update(copy.deepcopy(dict(status)))
-        version = int(self.obj["metadata"]["resourceVersion"]) + 1
-        self.obj["metadata"]["resourceVersion"] = str(version)
 
 
 def _policy(version: str = "1", **status: Any) -> dict[str, Any]:
