@@ -200,11 +200,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     """The operator (kopf): analysis now; decisions and remediation as they land."""
     import asyncio
     import logging
+    from concurrent.futures import ThreadPoolExecutor
 
     import kopf
 
     from falco_triage import handlers
     from falco_triage.handlers.metrics import serve
+    from falco_triage.k8s.client import set_pool_size
 
     settings = _settings_or_exit("run")
     if settings is None:
@@ -220,6 +222,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     priority = args.priority if args.priority is not None else secrets.randbelow(2**31 - 2) + 1
 
     async def operate() -> None:
+        # NB: handlers make their blocking API calls in the loop's default executor
+        # (asyncio.to_thread), whose default size (cores + 4) made API latency, not CPU, the
+        # limit on a backlog: six requests in flight for 64 alerts. One thread (and one
+        # pooled connection) per alert handled at once.
+        workers = settings.operator.max_concurrent_alerts
+        set_pool_size(workers)
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="falco-triage-api")
+        )
         receiver = None
         if args.with_ingest:
             from falco_triage.ingest.server import start_ingest

@@ -108,6 +108,13 @@ class OperatorSettings(_Section):
         description="Failover time: a standby replica takes over after this long without "
         "the active one's keepalive",
     )
+    max_concurrent_alerts: int = Field(
+        default=64,
+        ge=1,
+        le=5000,
+        description="Alerts handled at once: bounds the requests the operator has in flight when "
+        "many alerts arrive together or a backlog is resumed at start-up",
+    )
     protected_namespaces: list[str] = Field(default_factory=lambda: list(PROTECTED_NAMESPACES))
     opt_out_label: str = "falcotriage.io/ignore"
     production_label: str = Field(

@@ -25,8 +25,16 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix=KOPF_PREFIX, key="last-handled-configuration", ignored_fields=["spec", "status"]
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"
+    operator = current_settings().operator
     # A standby replica takes over once the active one's peering record is this old (seconds).
-    settings.peering.lifetime = current_settings().operator.peering_lifetime_seconds
+    settings.peering.lifetime = operator.peering_lifetime_seconds
+    # NB: kopf starts one worker per object with pending events, unbounded: a resumed backlog
+    # of 1,000 alerts sent 1,000 status patches at once, which timed out and were retried
+    # until the API server was saturated for minutes. Bounded, they queue in the operator.
+    # A worker holds its slot until idle for ``idle_timeout`` (kopf's default, 5 s, mostly
+    # waiting): shorter, so a slot serves the next alert soon after its last write.
+    settings.queueing.worker_limit = operator.max_concurrent_alerts
+    settings.queueing.idle_timeout = 1.0
     # Events on FalcoAlerts are the audit trail users read; keep the informational ones.
     settings.posting.level = 20
     # Re-establish watches well before typical load-balancer idle timeouts.

@@ -21,6 +21,7 @@ ApiClient = client.ApiClient
 _SERVICE_HOST_ENV = "KUBERNETES_SERVICE_HOST"
 _lock = threading.Lock()
 _default: client.ApiClient | None = None
+_default_pool_size: int | None = None
 
 
 class ClientConfigError(RuntimeError):
@@ -75,5 +76,13 @@ def api_client() -> client.ApiClient:
     global _default
     with _lock:
         if _default is None:
-            _default = new_api_client()
+            _default = new_api_client(pool_size=_default_pool_size)
         return _default
+
+
+def set_pool_size(size: int) -> None:
+    """Connections the process-wide client keeps open: at least the threads that use it at
+    once (beyond the pool, urllib3 opens a new TLS connection per request and warns)."""
+    global _default_pool_size
+    with _lock:
+        _default_pool_size = size
