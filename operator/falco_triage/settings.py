@@ -51,6 +51,20 @@ class IngestSettings(_Section):
     max_output_chars: int = Field(default=8192, ge=256, le=8192)
     max_field_chars: int = Field(default=4096, ge=64, le=4096)
     max_json_depth: int = Field(default=16, ge=4, le=64)
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Close a connection whose request head has not fully arrived this long "
+        "after it opened or after its previous answer (also the keep-alive idle time)",
+    )
+    body_timeout_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        le=3600,
+        description="Answer 408 and close when a request body has not fully arrived this long "
+        "after its head",
+    )
     queue_capacity: int = Field(
         default=10_000, ge=10, description="Distinct pending alerts held while the API is slow"
     )

@@ -5,12 +5,14 @@ choking on hostile input."""
 from __future__ import annotations
 
 import json
+import random
 import time
 
 import pytest
 
+from falco_triage.events import parse
 from falco_triage.events.parse import Limits, PayloadError, parse_payload
-from tests.unit.factories import make_raw_event
+from tests.unit.factories import make_raw_event, sample_files
 
 LIMITS = Limits()
 
@@ -189,3 +191,116 @@ def test_error_messages_do_not_echo_the_input() -> None:
 def test_as_dict() -> None:
     error = PayloadError("too_deep", "nested", 400)
     assert error.as_dict() == {"code": "too_deep", "message": "nested"}
+
+
+# --------------------------------------------------------------------------------------------
+# The fast decoder (msgspec) answers exactly as the standard one, or leaves the body to it
+# --------------------------------------------------------------------------------------------
+
+_TEXTS = ["", "bash", "caf\u00e9", "\u202e", "\x00\x1f", '"quoted"', "\\", "\U0001f600", "x" * 70]
+_RAW_VALUES = [
+    b"0",
+    b"-0",
+    b"-0.0",
+    b"1.5e3",
+    b"1e999",
+    b"-1e-999",
+    b"9223372036854775807",
+    b"9223372036854775808",
+    b"18446744073709551615",
+    b"18446744073709551616",
+    b"-9223372036854775808",
+    b"-9223372036854775809",
+    b"123456789012345678901234567890",
+    b'"\\ud800"',
+    b'"\\udc00x"',
+    b'"\\ud83d\\ude00"',
+    b'"\\u0000\\u001b\\u009b"',
+    b'"\xed\xa0\x80"',
+    b'"\xc0\xaf"',
+    b"NaN",
+    b"true",
+    b"null",
+]
+
+
+def _random_value(rng: random.Random, depth: int) -> bytes:
+    pick = rng.random()
+    if depth < 6 and pick < 0.15:
+        items = [_random_value(rng, depth + 1) for _ in range(rng.randrange(3))]
+        return b"[" + b",".join(items) + b"]"
+    if depth < 6 and pick < 0.3:
+        items = [
+            json.dumps(rng.choice(_TEXTS)).encode() + b":" + _random_value(rng, depth + 1)
+            for _ in range(rng.randrange(3))
+        ]
+        return b"{" + b",".join(items) + b"}"
+    if pick < 0.6:
+        return json.dumps(rng.choice(_TEXTS), ensure_ascii=rng.random() < 0.5).encode()
+    return rng.choice(_RAW_VALUES)
+
+
+def _random_body(rng: random.Random) -> bytes:
+    def event() -> bytes:
+        fields = b",".join(
+            json.dumps(f"k{i}").encode() + b":" + _random_value(rng, 2)
+            for i in range(rng.randrange(4))
+        )
+        return (
+            b'{"rule":"r","output_fields":{' + fields + b'},"tags":' + _random_value(rng, 1) + b"}"
+        )
+
+    events = [event() for _ in range(rng.randrange(1, 4))]
+    body = rng.choice(
+        [
+            events[0],
+            b"[" + b",".join(events) + b"]",
+            b"\n".join(events),
+            b" \n" + events[0],
+            "\ufeff".encode() + events[0],
+            events[0] + b" x",
+            b"[]",
+        ]
+    )
+    return body
+
+
+def _outcome(body: bytes, limits: Limits) -> str:
+    try:
+        return repr(parse_payload(body, limits))  # repr tells 1 from 1.0 and 0.0 from -0.0
+    except PayloadError as exc:
+        return f"{exc.status} {exc.code}: {exc.message}"
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_fast_decoder_answers_as_the_standard_one(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(seed)
+    bodies = [_random_body(rng) for _ in range(300)]
+    limits = [LIMITS, Limits(max_depth=4), Limits(max_events=2)]
+    fast = [_outcome(body, lim) for body in bodies for lim in limits]
+    monkeypatch.setattr(parse, "_parse_fast", lambda body, limits: None)
+    standard = [_outcome(body, lim) for body in bodies for lim in limits]
+    assert fast == standard
+    accepted = sum(not outcome[:1].isdigit() for outcome in fast)
+    assert 0.2 < accepted / len(fast) < 0.9  # both sides of the fence were exercised
+
+
+def test_integers_beyond_64_bits_stay_exact() -> None:
+    big = b"123456789012345678901234567890"
+    body = b'{"rule": "r", "output_fields": {"n": ' + big + b', "m": -9223372036854775809}}'
+    (event,) = parse_payload(body, LIMITS)
+    assert event["output_fields"] == {"n": int(big), "m": -9223372036854775809}
+    (event,) = parse_payload(b'[{"n": [18446744073709551616]}]', LIMITS)
+    assert event == {"n": [2**64]}
+
+
+def test_real_events_take_the_fast_path() -> None:
+    # Not a matter of meaning (the standard path answers alike) but of cost: a Falco or
+    # Falcosidekick event, alone or in a batch, must not fall back to the standard decoder.
+    bodies = [path.read_bytes() for path in sample_files()]
+    batch = b"[" + b",".join(bodies) + b"]"
+    for body in bodies:
+        assert parse._parse_fast(body, LIMITS) == [json.loads(body)]
+    assert parse._parse_fast(batch, LIMITS) == json.loads(batch)

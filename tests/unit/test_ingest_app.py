@@ -396,3 +396,63 @@ async def test_wrong_method_and_path_are_4xx() -> None:
             assert response.status == 405
         async with r.session.post(f"{r.url}/v2/events", headers=AUTH) as response:
             assert response.status == 404
+
+
+async def _read_until_closed(reader: asyncio.StreamReader, within: float) -> bytes:
+    """Everything the server sends until it closes the connection (fails after ``within``)."""
+    return await asyncio.wait_for(reader.read(), within)
+
+
+async def _read_answer(reader: asyncio.StreamReader, within: float) -> tuple[bytes, bytes]:
+    """The head and body of one answer (fails after ``within``)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), within)
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    return head, await asyncio.wait_for(reader.readexactly(length), within)
+
+
+async def test_slow_clients_are_cut_off_and_others_still_served() -> None:
+    head = f"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+    async with receiver(header_timeout_seconds=0.3, body_timeout_seconds=0.5) as r:
+        port = r.runner.port
+        stalled_head = await asyncio.open_connection("127.0.0.1", port)
+        stalled_head[1].write(head.encode()[:30])
+        stalled_body = await asyncio.open_connection("127.0.0.1", port)
+        stalled_body[1].write(f'{head}Content-Length: 100\r\n\r\n{{"rule": "Te'.encode())
+        idle = await asyncio.open_connection("127.0.0.1", port)
+        started = asyncio.get_running_loop().time()
+        # Meanwhile everyone else is served as usual.
+        assert (await r.post(make_raw_event()))[0] == 200
+        # A head that never completes: the connection is closed, without an answer.
+        assert await _read_until_closed(stalled_head[0], 3.0) == b""
+        # A body that never completes: 408 body_timeout, and the connection is not kept.
+        answer, body = await _read_answer(stalled_body[0], 3.0)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert b"Connection: close" in answer
+        assert json.loads(body)["error"]["code"] == "body_timeout"
+        # An idle keep-alive connection is closed after the head timeout too.
+        assert await _read_until_closed(idle[0], 3.0) == b""
+        assert asyncio.get_running_loop().time() - started < 3.0
+        rejected = '{reason="body_timeout"}'
+        assert await r.metric("falco_triage_ingest_requests_rejected_total", rejected) == 1
+        for _, writer in (stalled_head, stalled_body, idle):
+            writer.close()
+
+
+async def test_a_body_that_arrives_in_time_is_accepted() -> None:
+    body = json.dumps(make_raw_event()).encode()
+    head = (
+        f"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    async with receiver(body_timeout_seconds=2.0) as r:
+        reader, writer = await asyncio.open_connection("127.0.0.1", r.runner.port)
+        writer.write(head.encode() + body[:10])
+        await asyncio.sleep(0.2)  # the rest comes later, well within the timeout
+        writer.write(body[10:])
+        status = await asyncio.wait_for(reader.readline(), 5.0)
+        assert status.startswith(b"HTTP/1.1 200"), status
+        writer.close()

@@ -140,6 +140,8 @@ component instead, so the other component never names them.
     "max_output_chars" (int .Values.receiver.limits.maxOutputChars)
     "max_field_chars" (int .Values.receiver.limits.maxFieldChars)
     "max_json_depth" (int .Values.receiver.limits.maxJsonDepth)
+    "header_timeout_seconds" (float64 .Values.receiver.limits.headerTimeoutSeconds)
+    "body_timeout_seconds" (float64 .Values.receiver.limits.bodyTimeoutSeconds)
     "queue_capacity" (int .Values.receiver.writes.queueCapacity)
     "write_qps" (float64 .Values.receiver.writes.qps)
     "write_burst" (int .Values.receiver.writes.burst)
@@ -149,6 +151,7 @@ component instead, so the other component never names them.
   )
   "operator" (dict
     "peering_lifetime_seconds" (int .Values.operator.peering.lifetimeSeconds)
+    "max_concurrent_alerts" (int .Values.operator.maxConcurrentAlerts)
     "retention" (dict
       "max_age" .Values.operator.retention.maxAge
       "max_per_namespace" (int .Values.operator.retention.maxPerNamespace)

@@ -4,8 +4,10 @@ Order matters: secrets are redacted first and only then is the value truncated, 
 that straddles the cut can never survive as a prefix. (Values far longer than their limit are
 clipped before redaction to bound its cost, with a margin that keeps this true.) Truncation keeps a
 visible marker (``…[truncated N chars]``) and never rejects the event: a huge command line is
-still evidence. Type errors (a number for ``rule``, an object inside ``output_fields``, an
-unknown priority) reject the event with a message naming the field.
+still evidence. Control characters become U+FFFD (:mod:`falco_triage.events.controls`) after
+redaction, whose patterns see the separators as sent, and before the fingerprint, which is
+computed from what is stored. Type errors (a number for ``rule``, an object inside
+``output_fields``, an unknown priority) reject the event with a message naming the field.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from falco_triage.events.controls import multiline, single_line
 from falco_triage.events.parse import Limits, PayloadError, parse_payload
 from falco_triage.events.redact import redact_all
 from falco_triage.models.event import FalcoEvent
@@ -85,13 +88,15 @@ def _clip(text: str, limit: int) -> tuple[str, int]:
 
 
 def _bounded(redacted: str, cut: int, limit: int) -> str:
-    """Truncate a redacted value; if it was clipped, also drop the margin before the clip.
+    """Truncate a redacted value (control characters replaced); if it was clipped, also drop
+    the margin before the clip.
 
     NB: a secret cut in two by the clip may no longer look like a secret (half an AWS key),
     and redactions before it shrink the text and slide that half towards the kept part.
     Dropping the last ``_CLIP_MARGIN`` characters keeps it out: the token shapes recognised
     are shorter than that, except JWTs, whose secret part (the signature) comes last.
     """
+    redacted = multiline(redacted)  # one character for one: the arithmetic below holds
     if not cut:
         return truncate(redacted, limit)
     safe = max(len(redacted) - _CLIP_MARGIN, 0)
@@ -137,7 +142,7 @@ def normalize_event(raw: Mapping[str, Any], limits: Limits) -> FalcoEvent:
     tags = cleaned.get("tags")
     if isinstance(tags, list):
         cleaned["tags"] = [
-            truncate(tag, limits.max_tag_chars) if isinstance(tag, str) else tag
+            truncate(single_line(tag), limits.max_tag_chars) if isinstance(tag, str) else tag
             for tag in tags[: limits.max_tags]
         ]
     try:
@@ -172,7 +177,7 @@ def _bound_identifiers(cleaned: dict[str, Any]) -> None:
     ):
         value = cleaned.get(key)
         if isinstance(value, str):
-            cleaned[key] = truncate(value, limit)
+            cleaned[key] = truncate(single_line(value), limit)
     time = cleaned.get("time")
     if isinstance(time, str) and len(time) > _MAX_TIME_TEXT:
         raise PayloadError("invalid_event", "time: not an RFC 3339 timestamp (too long)")
@@ -184,7 +189,10 @@ def _bound_identifiers(cleaned: dict[str, Any]) -> None:
 
 def _select_fields(fields: Mapping[str, Any], limits: Limits) -> list[tuple[str, Any]]:
     """The fields to keep (all, unless there are too many), keys bounded, lists flattened."""
-    items = [(truncate(str(k), limits.max_key_chars), _flatten(v)) for k, v in fields.items()]
+    items = [
+        (truncate(single_line(str(k)), limits.max_key_chars), _flatten(v))
+        for k, v in fields.items()
+    ]
     if len(items) <= limits.max_fields:
         return items
     room = limits.max_fields - 1  # one slot for the marker saying how many were dropped

@@ -43,18 +43,21 @@ class Known:
     output_rest: str | None  # the normalized output after its timestamp, when it had one
     raw_fields: Any = None  # output_fields and tags exactly as received, to compare repeats with
     raw_tags: Any = None
-    names: dict[int, str] = field(default_factory=dict)
+    keys: dict[int, tuple[str, str]] = field(default_factory=dict)
 
     def name(self, time: datetime, window_seconds: int) -> str:
+        return self.key(time, window_seconds)[1]
+
+    def key(self, time: datetime, window_seconds: int) -> tuple[str, str]:
+        """(namespace, name) of the FalcoAlert this content counts into at ``time``."""
         window = int(time.timestamp()) // window_seconds
-        name = self.names.get(window)
-        if name is None:
-            if len(self.names) > 16:  # NB: events span few windows; keep this tiny
-                self.names.clear()
-            name = self.names[window] = name_for(
-                self.event.rule, self.fingerprint, time, window_seconds
-            )
-        return name
+        key = self.keys.get(window)
+        if key is None:
+            if len(self.keys) > 16:  # NB: events span few windows; keep this tiny
+                self.keys.clear()
+            name = name_for(self.event.rule, self.fingerprint, time, window_seconds)
+            key = self.keys[window] = (self.namespace, name)
+        return key
 
     def repeat(self, time: datetime, uuid: str | None, output_time: str | None) -> FalcoEvent:
         """The normalized form of a repeat (for when it starts a new alert)."""
@@ -81,6 +84,11 @@ class Repeat(NamedTuple):
         return self.first or self.known.repeat(self.time, self.uuid, self.output_time)
 
 
+# NB: the NamedTuple's own __new__ is a Python function; made once per event, the C one
+# costs half as much (every field given, in order).
+_new_repeat = tuple.__new__
+
+
 class RepeatCache:
     """Bounded map from event content (minus time, uuid, output timestamp) to :class:`Known`."""
 
@@ -93,7 +101,22 @@ class RepeatCache:
 
     def match(self, raw: Mapping[str, Any]) -> Repeat | None:
         """The :class:`Repeat` for ``raw`` if its content was seen, else None."""
-        key, output_time = _content_key(raw)
+        # NB: the hot path of a batch, run for every event: _content_key inlined.
+        get = raw.get
+        output = get("output")
+        output_time = None
+        if type(output) is str:
+            head, sep, rest = output.partition(": ")
+            if sep and _OUTPUT_TIME.match(head):
+                output_time, output = head, rest
+        key = (
+            output_time is not None,
+            get("rule"),
+            get("priority"),
+            get("source"),
+            get("hostname"),
+            output,
+        )
         try:
             known = self._items.get(key)
         except TypeError:  # a list or object where text belongs: no fast path
@@ -102,13 +125,13 @@ class RepeatCache:
             return None  # unseen, or its output cannot be rebuilt exactly (it was truncated)
         # NB: the key leaves out output_fields and tags (the output text repeats the fields, and
         # hashing them per event costs more than comparing): compare them in full here.
-        if raw.get("output_fields") != known.raw_fields or raw.get("tags") != known.raw_tags:
+        if get("output_fields") != known.raw_fields or get("tags") != known.raw_tags:
             return None
-        time = parse_time(raw.get("time"))
-        uuid = raw.get("uuid")
+        time = parse_time(get("time"))
+        uuid = get("uuid")
         if time is None or not (uuid is None or (isinstance(uuid, str) and len(uuid) <= _MAX_UUID)):
             return None  # let normalization produce the precise error
-        return Repeat(known, time, uuid, output_time)
+        return _new_repeat(Repeat, (known, time, uuid, output_time, None))
 
     def remember(
         self,
@@ -164,7 +187,8 @@ _KEY_FIELDS = ("rule", "priority", "source", "hostname", "output")
 
 def _content_key(raw: Mapping[str, Any]) -> tuple[tuple[Any, ...], str | None]:
     """What identifies the event's content, less time, uuid and output timestamp (and less
-    output_fields and tags, compared separately); maybe unhashable."""
+    output_fields and tags, compared separately); maybe unhashable. (Inlined in
+    :meth:`RepeatCache.match`: keep the two alike.)"""
     rule, priority, source, hostname, output = map(raw.get, _KEY_FIELDS)
     output_time = None
     if type(output) is str:

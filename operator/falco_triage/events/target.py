@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 
+from falco_triage.events.controls import single_line
 from falco_triage.models.alert import Target, TargetKind
 from falco_triage.models.event import FalcoEvent
 
@@ -46,7 +47,7 @@ def resolve_target(event: FalcoEvent, default_namespace: str) -> Target:
         pod = _bounded(field("k8s.pod.name"), 253)
         return Target(
             kind=TargetKind.POD,
-            display=_bounded(f"{namespace}/{pod or container_name or '?'}", 512),
+            display=_display(f"{namespace}/{pod or container_name or '?'}"),
             namespace=namespace,
             pod=pod,
             container_id=_bounded(container_id, 128),
@@ -58,7 +59,7 @@ def resolve_target(event: FalcoEvent, default_namespace: str) -> Target:
     display = f"{host}/{container_name}" if container_name else host
     return Target(
         kind=TargetKind.HOST,
-        display=_bounded(display, 512),
+        display=_display(display),
         container_id=_bounded(container_id, 128),
         container_name=_bounded(container_name, 253),
         image=_image(event) if container_id else None,
@@ -83,7 +84,7 @@ def _audit_target(event: FalcoEvent) -> Target:
     parts = [p for p in (namespace, kind_text, name) if p]
     return Target(
         kind=TargetKind.KUBERNETES_OBJECT,
-        display=_bounded("/".join(parts) or "cluster", 512),
+        display=_display("/".join(parts) or "cluster"),
         namespace=namespace,
         pod=name if resource == "pods" else None,
         resource=resource,
@@ -98,6 +99,15 @@ def _image(event: FalcoEvent) -> str | None:
     if repository:
         return _bounded(f"{repository}:{tag}" if tag else repository, 1024)
     return _bounded(event.field("container.image"), 1024)
+
+
+def _display(text: str) -> str:
+    """The one-line text ``kubectl get falcoalerts`` prints in its Target column.
+
+    NB: field values keep their tabs and newlines (command lines hold them), so a pod or
+    container name could carry one into the column; the display gets them replaced.
+    """
+    return single_line(text)[:512]
 
 
 def _bounded(value: str | None, limit: int) -> str | None:

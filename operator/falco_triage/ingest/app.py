@@ -5,7 +5,8 @@
 Checks run cheapest first and nothing is queued unless every check passes:
 
 1. authentication (401, before the body is read);
-2. declared body size (413, before the body is read), then actual size while reading;
+2. declared body size (413, before the body is read), then actual size while reading, within
+   ``body_timeout`` of the request head (408 and the connection closed otherwise);
 3. UTF-8, JSON, nesting depth, event count (400/413, see :mod:`falco_triage.events.parse`);
 4. every event's fields (400, see :mod:`falco_triage.events.normalize`).
 
@@ -14,6 +15,10 @@ buffer (``aggregated`` of them merged into alerts already waiting; ``shed`` of t
 once because the buffer is full of more severe alerts). If *every* event was shed the answer is
 503 with ``Retry-After`` instead: nothing was acknowledged, so a retry is safe. Errors are
 ``{"error": {"code": …, "message": …}}``.
+
+Slow clients are cut off: a request head must arrive within ``header_timeout`` of the
+connection opening or of its previous answer (aiohttp's keep-alive timer, which closes a
+connection waiting for a complete head), and its body within ``body_timeout`` after that.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
@@ -43,6 +49,7 @@ log = logging.getLogger(__name__)
 EVENTS_PATH = "/v1/events"
 _READ_CHUNK = 64 * 1024
 _RETRY_AFTER_SECONDS = "5"
+_ENCODE = msgspec.json.Encoder().encode
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
@@ -57,6 +64,8 @@ class Receiver:
     queue: WriteQueue
     metrics: Metrics
     writer_running: Callable[[], bool]
+    header_timeout: float
+    body_timeout: float
     stopping: bool = False
 
 
@@ -100,14 +109,22 @@ def build_server(receiver: Receiver) -> web.Server:
         )
 
     # NB: no access log: at thousands of requests a second it would cost more than the work.
-    return web.Server(dispatch, request_factory=make_request, access_log=None)
+    # NB: aiohttp has no timeout for reading a request head; its keep-alive timer closes a
+    # connection that waits for one, counted from the connection's start or its last answer,
+    # so it bounds both idle keep-alive connections and heads trickling in (slowloris).
+    return web.Server(
+        dispatch,
+        request_factory=make_request,
+        access_log=None,
+        keepalive_timeout=receiver.header_timeout,
+    )
 
 
 class _Handlers:
     def __init__(self, receiver: Receiver) -> None:
         self._r = receiver
         self._m = receiver.metrics
-        self._ok = receiver.metrics.requests.labels("200")
+        self._tally = receiver.metrics.tally  # NB: counted in bulk, see Metrics.flush
 
     async def post_events(self, request: web.BaseRequest) -> web.Response:
         started = time.perf_counter()
@@ -116,13 +133,15 @@ class _Handlers:
         except PayloadError as exc:
             self._m.requests_rejected.labels(exc.code).inc()
             response = _error(exc.status, exc.code, exc.message)
+            if exc.status == 408:
+                response.force_close()  # the rest of the body may never come
         except Exception:  # NB: no input may cause a 5xx; if a bug does, say so loudly
             log.exception("bug: unexpected error handling POST %s", EVENTS_PATH)
             response = _error(500, "internal_error", "unexpected error; see the receiver's log")
-        requests = (
-            self._ok if response.status == 200 else self._m.requests.labels(str(response.status))
-        )
-        requests.inc()
+        if response.status == 200:
+            self._tally.ok_requests += 1
+        else:
+            self._m.requests.labels(str(response.status)).inc()
         self._m.request_duration.observe(time.perf_counter() - started)
         return response
 
@@ -134,27 +153,25 @@ class _Handlers:
             response = _error(503, "shutting_down", "the receiver is shutting down; retry")
             response.headers["Retry-After"] = "1"
             return response
-        transport = request.transport
-        peer = transport.get_extra_info("peercert") if transport is not None else None
-        if not r.auth.check(request.headers.get("Authorization"), peer):
+        if not r.auth.check(request.headers.get("Authorization"), _peer_certificate(request, r)):
             self._m.requests_rejected.labels("unauthorized").inc()
             response = _error(
                 401, "unauthorized", "a valid bearer token or client certificate is required"
             )
             response.headers["WWW-Authenticate"] = 'Bearer realm="falco-triage"'
             return response
-        body = await _read_body(request, r.limits.max_body_bytes)
+        body = await _read_body(request, r.limits.max_body_bytes, r.body_timeout)
         raws = parse_payload(body, r.limits)
-        self._m.events_received.inc(len(raws))
+        tally = self._tally
+        tally.received += len(raws)
         try:
             checked = r.intake.check(raws)
         except PayloadError as exc:
             self._m.events_rejected.labels(exc.code).inc(len(raws))
             raise
         admission = r.intake.admit(checked)
-        self._m.events_accepted.inc(admission.accepted)
-        if admission.aggregated:
-            self._m.events_aggregated.inc(admission.aggregated)
+        tally.accepted += admission.accepted
+        tally.aggregated += admission.aggregated
         if admission.accepted == 0:
             result = {"accepted": 0, "aggregated": 0, "shed": admission.shed}
             response = _json(503, {"error": _buffer_full(r.queue), **result})
@@ -177,15 +194,38 @@ class _Handlers:
         return _json(200, {"status": "ready", "pending": len(r.queue)})
 
     async def metrics(self, request: web.BaseRequest) -> web.Response:
+        self._m.flush()
         return web.Response(
             body=generate_latest(self._r.metrics.registry),
             headers={"Content-Type": CONTENT_TYPE_LATEST},
         )
 
 
-async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
+def _peer_certificate(request: web.BaseRequest, receiver: Receiver) -> object:
+    """The verified client certificate, if mTLS is on (only then is there one to look up)."""
+    transport = request.transport
+    if not receiver.auth.mtls or transport is None:
+        return None
+    return transport.get_extra_info("peercert")
+
+
+async def _read_body(request: web.BaseRequest, limit: int, deadline: float) -> bytes:
+    """The body, read within ``deadline`` seconds; :class:`PayloadError` otherwise."""
     try:
-        return await _read_bounded(request, limit)
+        declared = request.content_length
+        if declared is not None and declared > limit:
+            raise _too_large(declared, limit)
+        content = request.content
+        if content.is_eof():
+            # The whole body came with the head (a single event always does): take what is
+            # buffered, without waiting and without copying.
+            return _within(content.read_nowait(), limit, declared)
+        async with asyncio.timeout(deadline):
+            return await _read_bounded(request, limit, declared)
+    except TimeoutError:
+        raise PayloadError(
+            "body_timeout", f"the request body did not arrive within {deadline:g} s", 408
+        ) from None
     except (RequestPayloadError, HttpProcessingError) as exc:
         # A body aiohttp could not decode: bad gzip/deflate data, a broken chunked encoding.
         cause = exc.__cause__ or exc
@@ -199,20 +239,12 @@ async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
         ) from None
 
 
-async def _read_bounded(request: web.BaseRequest, limit: int) -> bytes:
-    declared = request.content_length
+async def _read_bounded(request: web.BaseRequest, limit: int, declared: int | None) -> bytes:
     if declared is not None:
-        if declared > limit:
-            raise _too_large(declared, limit)
         try:
             return await request.read()
         except web.HTTPRequestEntityTooLarge:
-            # A compressed body (Content-Encoding: gzip) within the limit that inflates past it.
-            raise PayloadError(
-                "body_too_large",
-                f"request body inflates to more than {limit} bytes, the limit",
-                413,
-            ) from None
+            raise _inflated(limit) from None
     # Chunked: count while reading, and stop at the first byte over the limit.
     chunks: list[bytes] = []
     size = 0
@@ -222,6 +254,19 @@ async def _read_bounded(request: web.BaseRequest, limit: int) -> bytes:
             raise _too_large(size, limit, at_least=True)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _within(body: bytes, limit: int, declared: int | None) -> bytes:
+    if len(body) <= limit:
+        return body
+    raise _inflated(limit) if declared is not None else _too_large(len(body), limit, at_least=True)
+
+
+def _inflated(limit: int) -> PayloadError:
+    # A compressed body (Content-Encoding: gzip) within the limit that inflates past it.
+    return PayloadError(
+        "body_too_large", f"request body inflates to more than {limit} bytes, the limit", 413
+    )
 
 
 def _too_large(size: int, limit: int, *, at_least: bool = False) -> PayloadError:
@@ -241,24 +286,16 @@ def _buffer_full(queue: WriteQueue) -> dict[str, str]:
 
 @functools.lru_cache(maxsize=64)
 def _accepted_body(accepted: int, aggregated: int, shed: int) -> bytes:
-    return json.dumps(
-        {"accepted": accepted, "aggregated": aggregated, "shed": shed}, separators=(",", ":")
-    ).encode()
+    return _ENCODE({"accepted": accepted, "aggregated": aggregated, "shed": shed})
 
 
 def _accepted(admission: Admission) -> web.Response:
     # Single-event requests answer one of a handful of bodies: cache them, not re-encode them.
-    if admission.accepted <= 4:
-        body = _accepted_body(admission.accepted, admission.aggregated, admission.shed)
+    accepted, aggregated, shed = admission.accepted, admission.aggregated, admission.shed
+    if accepted <= 4:
+        body = _accepted_body(accepted, aggregated, shed)
     else:
-        body = json.dumps(
-            {
-                "accepted": admission.accepted,
-                "aggregated": admission.aggregated,
-                "shed": admission.shed,
-            },
-            separators=(",", ":"),
-        ).encode()
+        body = _ENCODE({"accepted": accepted, "aggregated": aggregated, "shed": shed})
     return web.Response(body=body, content_type="application/json")
 
 
@@ -267,6 +304,8 @@ def _error(status: int, code: str, message: str) -> web.Response:
 
 
 def _json(status: int, payload: dict[str, Any]) -> web.Response:
+    # NB: the standard encoder here: it escapes anything (msgspec refuses lone surrogates), and
+    # these answers are rare.
     return web.Response(
         status=status,
         body=json.dumps(payload, separators=(",", ":")).encode(),
