@@ -52,23 +52,6 @@ def now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-def set_condition(conditions: list[Condition], new: Condition) -> list[Condition]:
-    """Replace the condition of the same type; keep its transition time if status is unchanged."""
-    result: list[Condition] = []
-    replaced = False
-    for cond in conditions:
-        if cond.type == new.type:
-            replaced = True
-            if cond.status == new.status:
-                new = new.model_copy(update={"last_transition_time": cond.last_transition_time})
-            result.append(new)
-        else:
-            result.append(cond)
-    if not replaced:
-        result.append(new)
-    return result
-
-
 def merge_conditions(
     stored: Iterable[Mapping[str, Any]] | None, ours: Iterable[Condition]
 ) -> list[dict[str, Any]]:
